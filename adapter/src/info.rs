@@ -24,7 +24,13 @@ pub const LIMITS: ChannelLimits = ChannelLimits {
     max_caption_length: 1024,
 };
 
-fn setting(name: &str, label: &str, required: bool, secret: bool, description: &str) -> SettingSpec {
+fn setting(
+    name: &str,
+    label: &str,
+    required: bool,
+    secret: bool,
+    description: &str,
+) -> SettingSpec {
     SettingSpec {
         name: name.to_string(),
         label: label.to_string(),
@@ -40,11 +46,41 @@ pub fn info() -> ChannelInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
         settings: vec![
             setting("app_id", "App ID", false, false, "Meta app id"),
-            setting("access_token", "Access token", true, true, "System-user access token, sent as a bearer token"),
-            setting("phone_number_id", "Phone number ID", true, false, "Meta phone_number_id of the business number"),
-            setting("waba_id", "WhatsApp Business Account ID", false, false, "WABA id, for account and template management"),
-            setting("verify_token", "Verify token", true, true, "Token Meta echoes in the webhook subscription check"),
-            setting("app_secret", "App secret", true, true, "Key of the X-Hub-Signature-256 HMAC over each webhook body"),
+            setting(
+                "access_token",
+                "Access token",
+                true,
+                true,
+                "System-user access token, sent as a bearer token",
+            ),
+            setting(
+                "phone_number_id",
+                "Phone number ID",
+                true,
+                false,
+                "Meta phone_number_id of the business number",
+            ),
+            setting(
+                "waba_id",
+                "WhatsApp Business Account ID",
+                false,
+                false,
+                "WABA id, for account and template management",
+            ),
+            setting(
+                "verify_token",
+                "Verify token",
+                true,
+                true,
+                "Token Meta echoes in the webhook subscription check",
+            ),
+            setting(
+                "app_secret",
+                "App secret",
+                true,
+                true,
+                "Key of the X-Hub-Signature-256 HMAC over each webhook body",
+            ),
         ],
         signature: Some(SignatureScheme {
             header: "x-hub-signature-256".to_string(),
@@ -71,7 +107,9 @@ pub fn handshake(query: &[(String, String)], settings: &[(String, String)]) -> H
         return HandshakeReply::Reject(format!("unexpected hub.mode {mode:?}"));
     }
     match get(settings, "verify_token") {
-        None | Some("") => HandshakeReply::Reject("the endpoint has no verify_token setting".to_string()),
+        None | Some("") => {
+            HandshakeReply::Reject("the endpoint has no verify_token setting".to_string())
+        }
         Some(expected) if constant_time_eq(expected.as_bytes(), token.as_bytes()) => {
             HandshakeReply::Accept(challenge.to_string())
         }

@@ -16,6 +16,8 @@
 //! The neutral types are generated from the WIT contract by `wit-bindgen`, with serde
 //! derives: their JSON form is what the CLI prints and the golden fixtures hold.
 
+// The generated `export!` macro names `crate::bindings` on purpose (`default_bindings_module`).
+#[allow(clippy::crate_in_macro_def)]
 mod bindings {
     wit_bindgen::generate!({
         path: "../wit/v0.1.0",
@@ -52,7 +54,10 @@ mod component {
             crate::info()
         }
 
-        fn handshake(query: Vec<(String, String)>, settings: Vec<(String, String)>) -> HandshakeReply {
+        fn handshake(
+            query: Vec<(String, String)>,
+            settings: Vec<(String, String)>,
+        ) -> HandshakeReply {
             crate::handshake(&query, &settings)
         }
 

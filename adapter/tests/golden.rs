@@ -16,7 +16,9 @@ use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 
 fn fixture_dir(kind: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(kind)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(kind)
 }
 
 /// Every `NAME.json` (not `*.expected.json`) in a fixture directory, sorted.
@@ -76,7 +78,9 @@ fn run(kind: &str, minimum: usize, f: impl Fn(&[u8]) -> Value) {
 }
 
 /// Request specs with their JSON body parsed, so expected files are readable.
-pub fn specs_json(result: &Result<Vec<plugboard_whatsapp::types::RequestSpec>, plugboard_whatsapp::AdapterError>) -> Value {
+pub fn specs_json(
+    result: &Result<Vec<plugboard_whatsapp::types::RequestSpec>, plugboard_whatsapp::AdapterError>,
+) -> Value {
     match result {
         Ok(specs) => json!({ "Ok": specs.iter().map(|s| json!({
             "method": s.method,
