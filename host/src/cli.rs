@@ -1,0 +1,239 @@
+//! The `plugboard` command line.
+//!
+//! `plugboard adapter decode FILE` reads a webhook body (raw bytes, `-` for stdin), runs it
+//! through an adapter component (the bundled WhatsApp adapter unless `--plugin PATH`) and
+//! prints one neutral event per line as JSON; skipped items go to stderr. A body the adapter
+//! rejects exits 1 with the adapter's reason.
+//!
+//! `plugboard adapter render FILE` reads `{"context": RenderContext, "output": BotOutput}`
+//! or `{"context": …, "outputs": [BotOutput, …]}` and prints one Graph API request spec per
+//! line as JSON, its body parsed.
+//!
+//! Exit codes: 0 success, 1 the input or the plugin failed, 2 usage errors (clap).
+//! [`run`] writes to the given streams so tests drive the CLI in-process.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::plugins::types::{BotOutput, RenderContext, RequestSpec};
+use crate::plugins::{AdapterPlugin, BUNDLED_WHATSAPP, PluginLimits, PluginRuntime};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "plugboard",
+    version,
+    about = "Run chatbot channel adapters as WebAssembly plugins"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run webhook bodies and bot outputs through a channel adapter component.
+    Adapter {
+        #[command(subcommand)]
+        command: AdapterCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdapterCommand {
+    /// Decode a webhook body into neutral events, one JSON object per line.
+    Decode {
+        /// The raw webhook body; `-` reads stdin.
+        file: PathBuf,
+        #[command(flatten)]
+        plugin: PluginArg,
+    },
+    /// Render neutral outputs into Graph API request specs, one JSON object per line.
+    Render {
+        /// JSON: {"context": …, "output": …} or {"context": …, "outputs": […]}; `-` reads stdin.
+        file: PathBuf,
+        #[command(flatten)]
+        plugin: PluginArg,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+struct PluginArg {
+    /// An adapter component (.wasm) to use instead of the bundled WhatsApp adapter.
+    #[arg(long, value_name = "PATH")]
+    plugin: Option<PathBuf>,
+}
+
+/// The `render` input: one context and one or several outputs.
+#[derive(Deserialize)]
+struct RenderInput {
+    context: RenderContext,
+    #[serde(default)]
+    output: Option<BotOutput>,
+    #[serde(default)]
+    outputs: Vec<BotOutput>,
+}
+
+/// A failure to report on stderr, with exit code 1.
+struct Failure(String);
+
+impl<E: std::fmt::Display> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure(e.to_string())
+    }
+}
+
+/// Runs the CLI with `args` (including the program name), writing to `out` and `err`.
+pub fn run<I, T>(args: I, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version are "errors" that print to stdout and succeed.
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let text = e.render().to_string();
+            let _ = if e.use_stderr() {
+                err.write_all(text.as_bytes())
+            } else {
+                out.write_all(text.as_bytes())
+            };
+            return ExitCode::from(code);
+        }
+    };
+    let result = match cli.command {
+        Command::Adapter {
+            command: AdapterCommand::Decode { file, plugin },
+        } => decode(&file, &plugin, out, err),
+        Command::Adapter {
+            command: AdapterCommand::Render { file, plugin },
+        } => render(&file, &plugin, out),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message)) => {
+            let _ = writeln!(err, "error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` filters them (default `warn`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn decode(
+    file: &Path,
+    plugin: &PluginArg,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), Failure> {
+    let body = read_input(file)?;
+    let adapter = load_plugin(plugin)?;
+    let decoded = adapter.decode(&body)?.map_err(|e| {
+        Failure(format!(
+            "the {} adapter rejected the body: {}",
+            adapter.name(),
+            adapter_error(&e)
+        ))
+    })?;
+    for skipped in &decoded.skipped {
+        writeln!(err, "skipped {}: {}", skipped.path, skipped.reason)?;
+    }
+    for event in &decoded.events {
+        writeln!(out, "{}", serde_json::to_string(event)?)?;
+    }
+    Ok(())
+}
+
+fn render(file: &Path, plugin: &PluginArg, out: &mut dyn Write) -> Result<(), Failure> {
+    let bytes = read_input(file)?;
+    let input: RenderInput = serde_json::from_slice(&bytes).map_err(|e| {
+        Failure(format!(
+            "{}: not a render input ({e}); see README \"adapter render\"",
+            file.display()
+        ))
+    })?;
+    let outputs: Vec<BotOutput> = input.output.into_iter().chain(input.outputs).collect();
+    if outputs.is_empty() {
+        return Err(Failure(format!(
+            "{}: no \"output\" or \"outputs\" to render",
+            file.display()
+        )));
+    }
+    let adapter = load_plugin(plugin)?;
+    for (index, output) in outputs.iter().enumerate() {
+        let specs = adapter.render(output, &input.context)?.map_err(|e| {
+            Failure(format!(
+                "output {index}: the {} adapter refused it: {}",
+                adapter.name(),
+                adapter_error(&e)
+            ))
+        })?;
+        for spec in &specs {
+            writeln!(out, "{}", serde_json::to_string(&spec_json(spec))?)?;
+        }
+    }
+    Ok(())
+}
+
+/// A request spec as JSON with its body parsed (the body is JSON text in the contract).
+pub fn spec_json(spec: &RequestSpec) -> Value {
+    json!({
+        "method": spec.method,
+        "path": spec.path,
+        "body": serde_json::from_str::<Value>(&spec.body).unwrap_or_else(|_| Value::String(spec.body.clone())),
+    })
+}
+
+fn adapter_error(e: &crate::plugins::types::AdapterError) -> String {
+    use crate::plugins::types::AdapterError;
+    match e {
+        AdapterError::Malformed(m) => format!("malformed: {m}"),
+        AdapterError::Unsupported(m) => format!("unsupported: {m}"),
+        AdapterError::Invalid(m) => format!("invalid: {m}"),
+    }
+}
+
+fn read_input(file: &Path) -> Result<Vec<u8>, Failure> {
+    if file == Path::new("-") {
+        let mut bytes = Vec::new();
+        std::io::stdin().read_to_end(&mut bytes)?;
+        return Ok(bytes);
+    }
+    std::fs::read(file).map_err(|e| Failure(format!("cannot read {}: {e}", file.display())))
+}
+
+fn load_plugin(arg: &PluginArg) -> Result<AdapterPlugin, Failure> {
+    let runtime = Arc::new(
+        PluginRuntime::new()
+            .map_err(|e| Failure(format!("cannot start the plugin runtime: {e:#}")))?,
+    );
+    let (bytes, origin) = match &arg.plugin {
+        Some(path) => (
+            std::fs::read(path)
+                .map_err(|e| Failure(format!("cannot read plugin {}: {e}", path.display())))?,
+            path.display().to_string(),
+        ),
+        None => (
+            BUNDLED_WHATSAPP.to_vec(),
+            "the bundled WhatsApp adapter".to_string(),
+        ),
+    };
+    AdapterPlugin::load(&runtime, &bytes, PluginLimits::default())
+        .map_err(|e| Failure(format!("cannot load {origin}: {e}")))
+}

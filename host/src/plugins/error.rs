@@ -1,0 +1,60 @@
+//! Plugin failures, each naming what went wrong and, once loaded, which plugin did it.
+
+use std::fmt;
+
+/// Why a plugin call ended without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// The call ran past its deadline and was interrupted.
+    DeadlineExceeded,
+    /// The guest tried to grow its memory past the limit.
+    MemoryLimit,
+    /// Any other trap: a guest panic, an out-of-bounds access, `unreachable`.
+    Trap,
+}
+
+impl fmt::Display for FailureKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FailureKind::DeadlineExceeded => "deadline exceeded",
+            FailureKind::MemoryLimit => "memory limit exceeded",
+            FailureKind::Trap => "trapped",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The bytes are not a component this engine can compile.
+    #[error("not a loadable WebAssembly component: {0}")]
+    Invalid(String),
+    /// A valid component that does not export a supported adapter interface.
+    #[error("the component does not export {expected}; it exports: {found}")]
+    WrongWorld { expected: String, found: String },
+    /// The component imports something the host does not link (plugins get no network,
+    /// files or environment).
+    #[error("the component imports what the host does not provide to plugins: {0}")]
+    Imports(String),
+    /// The load-time smoke call (`info`) failed or answered nonsense.
+    #[error("the component failed its load-time check: {0}")]
+    Smoke(String),
+    /// A call into a loaded plugin failed.
+    #[error("plugin {plugin} {version}: {kind} in `{call}`: {detail}")]
+    Call {
+        plugin: String,
+        version: String,
+        call: &'static str,
+        kind: FailureKind,
+        detail: String,
+    },
+}
+
+impl PluginError {
+    /// The failure kind of a call error, `None` for load errors.
+    pub fn failure_kind(&self) -> Option<FailureKind> {
+        match self {
+            PluginError::Call { kind, .. } => Some(*kind),
+            _ => None,
+        }
+    }
+}
