@@ -24,3 +24,13 @@ pub use error::{FailureKind, PluginError};
 
 /// The WhatsApp Cloud API adapter compiled by `host/build.rs`, embedded in the binary.
 pub static BUNDLED_WHATSAPP: &[u8] = include_bytes!(env!("PLUGBOARD_WHATSAPP_WASM"));
+
+/// Paths of the test guests `host/build.rs` compiles (read at test time by the
+/// `plugboard-tests` crate; build-script env vars are only visible to this crate).
+#[doc(hidden)]
+pub mod test_guests {
+    /// A real `plugboard:channel/adapter@0.1.0` that loops, allocates or panics on demand.
+    pub const MISBEHAVING: &str = env!("PLUGBOARD_MISBEHAVING_WASM");
+    /// A component exporting `test:other/greeter` instead of the adapter interface.
+    pub const WRONG_WORLD: &str = env!("PLUGBOARD_WRONG_WORLD_WASM");
+}
