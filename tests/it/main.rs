@@ -1,1 +1,11 @@
+//! End-to-end tests of Plugboard at its real boundaries: the compiled WhatsApp component
+//! against the golden fixtures (and against the native adapter), the plugin runtime's
+//! refusals and limits with hostile guests, and the `plugboard` CLI in-process.
+//!
+//! One test binary on purpose: the WhatsApp component is compiled once
+//! (`plugboard_tests::whatsapp()`) and shared by every test.
 
+mod boundary;
+mod cli;
+mod golden;
+mod runtime;
