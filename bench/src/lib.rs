@@ -13,8 +13,7 @@
 use serde_json::{Value, json};
 
 /// One text message from one sender: the common webhook.
-pub const ONE_MESSAGE: &str =
-    include_str!("../../adapter/tests/fixtures/inbound/msg_text.json");
+pub const ONE_MESSAGE: &str = include_str!("../../adapter/tests/fixtures/inbound/msg_text.json");
 
 /// A plain-text reply quoting the user's message.
 pub const REPLY: &str = include_str!("../../adapter/tests/fixtures/outbound/text_reply_to.json");
