@@ -7,7 +7,7 @@ use std::path::Path;
 use plugboard::plugins::types as host;
 use plugboard_tests::{
     convert, expected, fixture_inputs, fixture_name, host_specs_json, mismatch, native_specs_json,
-    to_json, whatsapp,
+    parse_both, to_json, whatsapp,
 };
 use plugboard_whatsapp::types as native;
 use serde::Deserialize;
@@ -115,19 +115,9 @@ fn outbound_component_and_native_match_golden() {
     let plugin = whatsapp();
     run("outbound", 20, |file, bytes, failures| {
         let name = fixture_name(file);
-        let (native_case, host_case) = match (
-            serde_json::from_slice::<NativeCase>(bytes),
-            serde_json::from_slice::<HostCase>(bytes),
-        ) {
-            (Ok(n), Ok(h)) => (n, h),
-            (n, h) => {
-                failures.push(format!(
-                    "{name}: fixture does not parse (native: {:?}, host: {:?})",
-                    n.err().map(|e| e.to_string()),
-                    h.err().map(|e| e.to_string())
-                ));
-                return;
-            }
+        let (native_case, host_case) = match parse_both::<NativeCase, HostCase>(&name, bytes) {
+            Ok(cases) => cases,
+            Err(e) => return failures.push(e),
         };
         // The host's input, built from the native one, must be what the fixture parses to.
         match convert::<_, host::BotOutput>(&native_case.output) {
@@ -166,19 +156,9 @@ fn classify_component_and_native_match_golden() {
     let plugin = whatsapp();
     run("classify", 10, |file, bytes, failures| {
         let name = fixture_name(file);
-        let (native_case, host_case) = match (
-            serde_json::from_slice::<NativeCase>(bytes),
-            serde_json::from_slice::<HostCase>(bytes),
-        ) {
-            (Ok(n), Ok(h)) => (n, h),
-            (n, h) => {
-                failures.push(format!(
-                    "{name}: fixture does not parse (native: {:?}, host: {:?})",
-                    n.err().map(|e| e.to_string()),
-                    h.err().map(|e| e.to_string())
-                ));
-                return;
-            }
+        let (native_case, host_case) = match parse_both::<NativeCase, HostCase>(&name, bytes) {
+            Ok(cases) => cases,
+            Err(e) => return failures.push(e),
         };
         let component = plugin
             .classify(&host_case.outcome, host_case.attempt)

@@ -116,17 +116,32 @@ pub fn host_specs_json(
     }
 }
 
-/// The same from the adapter's native types (mirrors `adapter/tests/golden.rs`).
+/// The same from the adapter's native types, through the host types (their serde forms are
+/// identical by construction; a native value that does not convert is a contract bug).
 pub fn native_specs_json(
     result: &Result<Vec<plugboard_whatsapp::types::RequestSpec>, plugboard_whatsapp::AdapterError>,
 ) -> Value {
-    match result {
-        Ok(specs) => json!({ "Ok": specs.iter().map(|s| json!({
-            "method": s.method,
-            "path": s.path,
-            "body": serde_json::from_str::<Value>(&s.body).unwrap_or(Value::String(s.body.clone())),
-        })).collect::<Vec<_>>() }),
-        Err(e) => json!({ "Err": e }),
+    match convert(result) {
+        Ok(host) => host_specs_json(&host),
+        Err(e) => panic!("native render result does not convert to host types: {e}"),
+    }
+}
+
+/// Parses one fixture file into both the native and the host form of a case.
+pub fn parse_both<N: DeserializeOwned, H: DeserializeOwned>(
+    name: &str,
+    bytes: &[u8],
+) -> Result<(N, H), String> {
+    match (
+        serde_json::from_slice::<N>(bytes),
+        serde_json::from_slice::<H>(bytes),
+    ) {
+        (Ok(n), Ok(h)) => Ok((n, h)),
+        (n, h) => Err(format!(
+            "{name}: fixture does not parse (native: {:?}, host: {:?})",
+            n.err().map(|e| e.to_string()),
+            h.err().map(|e| e.to_string())
+        )),
     }
 }
 
