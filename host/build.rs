@@ -5,7 +5,9 @@
 //! never waits on the outer build's lock. `cargo build`/`cargo test` at the root thus need
 //! nothing else. The paths come back to the crate as environment variables:
 //! `PLUGBOARD_WHATSAPP_WASM` (embedded in the binary), `PLUGBOARD_MISBEHAVING_WASM` and
-//! `PLUGBOARD_WRONG_WORLD_WASM` (tests only).
+//! `PLUGBOARD_WRONG_WORLD_WASM`, `PLUGBOARD_MISBEHAVING_HOOK_WASM` (tests only), and the
+//! example transformer hooks of `flows/hooks/` (`PLUGBOARD_HOOK_MASK_PII_WASM`,
+//! `PLUGBOARD_HOOK_SIGNATURE_WASM`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,6 +28,21 @@ const GUESTS: &[(&str, &str, &str)] = &[
         "wrong_world_guest",
         "PLUGBOARD_WRONG_WORLD_WASM",
     ),
+    (
+        "misbehaving-hook-guest",
+        "misbehaving_hook_guest",
+        "PLUGBOARD_MISBEHAVING_HOOK_WASM",
+    ),
+    (
+        "plugboard-hook-mask-pii",
+        "plugboard_hook_mask_pii",
+        "PLUGBOARD_HOOK_MASK_PII_WASM",
+    ),
+    (
+        "plugboard-hook-signature",
+        "plugboard_hook_signature",
+        "PLUGBOARD_HOOK_SIGNATURE_WASM",
+    ),
 ];
 
 fn main() {
@@ -45,6 +62,7 @@ fn main() {
         "adapter/Cargo.toml",
         "wit",
         "tests/guests",
+        "flows/hooks",
         "Cargo.lock",
     ] {
         println!(

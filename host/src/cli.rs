@@ -9,11 +9,16 @@
 //! or `{"context": …, "outputs": [BotOutput, …]}` and prints one Graph API request spec per
 //! line as JSON, its body parsed.
 //!
+//! `plugboard chat --flow FILE` chats with a flow as a WhatsApp user (see [`crate::chat`]):
+//! typed lines become real webhook bodies, the replies are shown as the user would see them.
+//! `--hooks PATH…` adds transformer hooks, `--delay-ms N` a message delay, `--plugin PATH` another
+//! adapter. It reads stdin; [`run_with_input`] takes any reader instead.
+//!
 //! Exit codes: 0 success, 1 the input or the plugin failed, 2 usage errors (clap).
 //! [`run`] writes to the given streams so tests drive the CLI in-process.
 
 use std::ffi::OsString;
-use std::io::{Read, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -42,6 +47,23 @@ enum Command {
     Adapter {
         #[command(subcommand)]
         command: AdapterCommand,
+    },
+    /// Chat with a flow in the terminal as a WhatsApp user (scriptable through stdin).
+    Chat {
+        /// The flow file to run.
+        #[arg(long, value_name = "FILE")]
+        flow: PathBuf,
+        /// Transformer hook components (.wasm), applied in the order given.
+        #[arg(long, value_name = "PATH", num_args = 1..)]
+        hooks: Vec<PathBuf>,
+        /// Minimum gap between consecutive replies, in milliseconds.
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        delay_ms: u64,
+        /// The user's profile name, as the flow sees it in `{{user.name}}`.
+        #[arg(long, value_name = "NAME", default_value = "Alex")]
+        name: String,
+        #[command(flatten)]
+        plugin: PluginArg,
     },
 }
 
@@ -89,8 +111,27 @@ impl<E: std::fmt::Display> From<E> for Failure {
     }
 }
 
-/// Runs the CLI with `args` (including the program name), writing to `out` and `err`.
+/// Runs the CLI with `args` (including the program name), writing to `out` and `err`;
+/// `chat` reads stdin.
 pub fn run<I, T>(args: I, out: &mut dyn Write, err: &mut dyn Write) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let stdin = std::io::stdin();
+    let terminal = stdin.is_terminal();
+    run_with_input(args, &mut stdin.lock(), terminal, out, err)
+}
+
+/// Like [`run`], with `input` in place of stdin; `terminal` says whether it is a terminal
+/// (`chat` then prompts and prefixes the bot's lines).
+pub fn run_with_input<I, T>(
+    args: I,
+    input: &mut dyn BufRead,
+    terminal: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> ExitCode
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -116,6 +157,25 @@ where
         Command::Adapter {
             command: AdapterCommand::Render { file, plugin },
         } => render(&file, &plugin, out),
+        Command::Chat {
+            flow,
+            hooks,
+            delay_ms,
+            name,
+            plugin,
+        } => {
+            let options = crate::chat::ChatOptions {
+                flow,
+                hooks,
+                delay_ms,
+                plugin: plugin.plugin,
+                parties: crate::chat::envelope::Parties {
+                    user_name: name,
+                    ..Default::default()
+                },
+            };
+            crate::chat::run(&options, input, out, terminal).map_err(Failure)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

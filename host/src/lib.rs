@@ -4,12 +4,26 @@
 //! - [`plugins`]: the wasmtime runtime. Loads adapter components (the bundled WhatsApp
 //!   adapter or an installed `.wasm`), checks what they export and import, and calls them
 //!   under a memory limit and an epoch deadline; traps become [`plugins::PluginError`]s.
+//! - [`transform`]: an endpoint's transformer hooks chained in order (`on-input` before the
+//!   flow, `on-output` and `on-execution-finished` after it) under its failure policy.
+//! - [`flow`]: the conversation engine: the flow file format and its JSON Schema, load-time
+//!   validation against a channel's limits, `{{variable}}` templates and the pure
+//!   [`flow::step`] function that turns (session state, input) into effects.
+//! - [`conversation`]: the runtime around the engine: sessions by `wa_<user>` key (expiry,
+//!   history), one conversation at a time in order, message delay and typing indicator,
+//!   handover (keywords, mute, webhook), inject and notify, and the http executor.
 //! - [`cli`]: the `plugboard` command line. `adapter decode` and `adapter render` run
 //!   webhook bodies and neutral outputs through a compiled adapter, for flow designers and
-//!   support.
+//!   support. `chat` talks to a flow in the terminal as a WhatsApp user.
+//! - [`chat`]: the `plugboard chat` driver: typed lines → real Meta webhook envelopes →
+//!   the adapter → the conversation runtime → rendered replies shown as the user sees them.
 //!
 //! Data flows one way through a plugin: bytes or neutral values in, neutral values or
 //! request specs out. The plugin decides, the host does: time, network and state stay here.
 
+pub mod chat;
 pub mod cli;
+pub mod conversation;
+pub mod flow;
 pub mod plugins;
+pub mod transform;

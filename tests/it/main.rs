@@ -6,6 +6,8 @@
 //! (`plugboard_tests::whatsapp()`) and shared by every test.
 
 mod boundary;
+mod chat;
 mod cli;
 mod golden;
+mod hooks;
 mod runtime;

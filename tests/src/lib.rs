@@ -12,7 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use plugboard::plugins::{AdapterPlugin, BUNDLED_WHATSAPP, PluginLimits, PluginRuntime};
+use plugboard::plugins::{
+    AdapterPlugin, BUNDLED_WHATSAPP, HookPlugin, PluginLimits, PluginRuntime,
+};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -36,6 +38,20 @@ pub fn whatsapp() -> &'static AdapterPlugin {
 pub fn load_file(path: &str, limits: PluginLimits) -> AdapterPlugin {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
     AdapterPlugin::load(runtime(), &bytes, limits).unwrap_or_else(|e| panic!("load {path}: {e}"))
+}
+
+/// Loads a transformer hook component from a file, named after the file, with the given
+/// limits (on the shared runtime).
+pub fn load_hook(path: &str, limits: PluginLimits) -> Arc<HookPlugin> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    let name = Path::new(path)
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("hook");
+    match HookPlugin::load(runtime(), name, &bytes, limits) {
+        Ok(hook) => Arc::new(hook),
+        Err(e) => panic!("load {path}: {e}"),
+    }
 }
 
 /// `adapter/tests/fixtures/KIND`.

@@ -49,6 +49,16 @@ impl Default for PluginLimits {
 }
 
 impl PluginLimits {
+    /// Defaults for transformer hooks, which run on every message and every output: a 50 ms
+    /// deadline and 32 MiB of memory.
+    pub fn hook_default() -> Self {
+        PluginLimits {
+            max_memory_bytes: 32 << 20,
+            call_deadline: Duration::from_millis(50),
+            reuse_instances: true,
+        }
+    }
+
     /// The deadline in epoch ticks, rounded up, at least one.
     pub(crate) fn deadline_ticks(&self) -> u64 {
         let ticks = self

@@ -6,8 +6,12 @@
 //!   so no caller can forget a deadline or a memory cap.
 //! - [`bindings`]: one module per supported WIT version (`v0_1` for
 //!   `plugboard:channel@0.1.x`), plus `latest`, the neutral types the rest of the host uses.
-//! - [`adapter`]: [`AdapterPlugin`], a checked, pre-instantiated adapter with a small pool
-//!   of warm instances, exposing typed `info`/`handshake`/`decode`/`render`/`classify` calls.
+//! - [`instance`]: what every plugin kind shares: load checks (export, imports), a small
+//!   pool of warm instances and calls under limits.
+//! - [`adapter`]: [`AdapterPlugin`], a checked, pre-instantiated adapter exposing typed
+//!   `info`/`handshake`/`decode`/`render`/`classify` calls.
+//! - [`hook`]: [`HookPlugin`], a transformer hook (`on-input`, `on-output`,
+//!   `on-execution-finished`) with its own tighter limits ([`PluginLimits::hook_default`]).
 //!
 //! A trap, a missed deadline or a memory-limit hit in a plugin is a [`PluginError`] naming
 //! the plugin and its version; the instance is discarded and the host goes on.
@@ -16,11 +20,15 @@ pub mod adapter;
 pub mod bindings;
 pub mod engine;
 mod error;
+pub mod hook;
+mod instance;
 
 pub use adapter::AdapterPlugin;
+pub use bindings::latest::hook::{HistoryTurn, InputAction, InputResult, SessionView, Speaker};
 pub use bindings::latest::types;
 pub use engine::{PluginLimits, PluginRuntime};
 pub use error::{FailureKind, PluginError};
+pub use hook::HookPlugin;
 
 /// The WhatsApp Cloud API adapter compiled by `host/build.rs`, embedded in the binary.
 pub static BUNDLED_WHATSAPP: &[u8] = include_bytes!(env!("PLUGBOARD_WHATSAPP_WASM"));
@@ -33,4 +41,15 @@ pub mod test_guests {
     pub const MISBEHAVING: &str = env!("PLUGBOARD_MISBEHAVING_WASM");
     /// A component exporting `test:other/greeter` instead of the adapter interface.
     pub const WRONG_WORLD: &str = env!("PLUGBOARD_WRONG_WORLD_WASM");
+    /// A real `plugboard:channel/transformer@0.1.0` whose `on-input` loops on the text
+    /// `loop` and panics on `panic`.
+    pub const MISBEHAVING_HOOK: &str = env!("PLUGBOARD_MISBEHAVING_HOOK_WASM");
+}
+
+/// The example transformer hooks in `flows/hooks/`, compiled by `host/build.rs`.
+pub mod example_hooks {
+    /// `flows/hooks/mask-pii`: masks card and phone numbers in text input.
+    pub const MASK_PII: &str = env!("PLUGBOARD_HOOK_MASK_PII_WASM");
+    /// `flows/hooks/signature`: appends a signature line to text outputs.
+    pub const SIGNATURE: &str = env!("PLUGBOARD_HOOK_SIGNATURE_WASM");
 }
