@@ -56,6 +56,10 @@ enum Command {
         /// Transformer hook components (.wasm), applied in the order given.
         #[arg(long, value_name = "PATH", num_args = 1..)]
         hooks: Vec<PathBuf>,
+        /// When a hook fails: `continue` (log, go on untransformed) or `abort` (end the step
+        /// with an error).
+        #[arg(long, value_enum, default_value_t = HookPolicy::Continue)]
+        hook_policy: HookPolicy,
         /// Minimum gap between consecutive replies, in milliseconds.
         #[arg(long, value_name = "N", default_value_t = 0)]
         delay_ms: u64,
@@ -65,6 +69,22 @@ enum Command {
         #[command(flatten)]
         plugin: PluginArg,
     },
+}
+
+/// The command-line form of [`crate::transform::FailurePolicy`].
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+enum HookPolicy {
+    Continue,
+    Abort,
+}
+
+impl From<HookPolicy> for crate::transform::FailurePolicy {
+    fn from(policy: HookPolicy) -> Self {
+        match policy {
+            HookPolicy::Continue => crate::transform::FailurePolicy::Continue,
+            HookPolicy::Abort => crate::transform::FailurePolicy::Abort,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -160,6 +180,7 @@ where
         Command::Chat {
             flow,
             hooks,
+            hook_policy,
             delay_ms,
             name,
             plugin,
@@ -167,6 +188,7 @@ where
             let options = crate::chat::ChatOptions {
                 flow,
                 hooks,
+                hook_policy: hook_policy.into(),
                 delay_ms,
                 plugin: plugin.plugin,
                 parties: crate::chat::envelope::Parties {

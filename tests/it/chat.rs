@@ -163,3 +163,43 @@ fn on_a_terminal_it_prompts_prefixes_and_honours_the_delay() {
     );
     assert!(out.ends_with("you> "), "{out}");
 }
+
+/// Both failure policies end to end: a hook that panics on "panic" (the misbehaving hook
+/// guest) in front of the support flow. `continue` answers as if there were no hook;
+/// `abort` ends the step with an error naming the hook and sends nothing.
+#[test]
+fn hook_failure_policies_through_the_conversation_runtime() {
+    let flow = support_flow();
+    let hook = plugboard::plugins::test_guests::MISBEHAVING_HOOK;
+
+    let (code, out, err) = chat(
+        &[
+            "--flow",
+            &flow,
+            "--hooks",
+            hook,
+            "--hook-policy",
+            "continue",
+        ],
+        "panic\n",
+    );
+    assert_eq!(code, ExitCode::SUCCESS, "stdout:\n{out}\nstderr:\n{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, GREETING, "stdout:\n{out}\nstderr:\n{err}");
+
+    let (code, out, err) = chat(
+        &["--flow", &flow, "--hooks", hook, "--hook-policy", "abort"],
+        "panic\nhello\n",
+    );
+    assert_eq!(code, ExitCode::SUCCESS, "stdout:\n{out}\nstderr:\n{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    // The failing input gets no reply, only the error; the next input is served normally.
+    assert!(
+        lines.first().is_some_and(|l| l.starts_with("! ")
+            && l.contains("misbehaving_hook_guest")
+            && l.contains("on-input")
+            && l.contains("the misbehaving hook panics on purpose")),
+        "stdout:\n{out}\nstderr:\n{err}"
+    );
+    assert_eq!(&lines[1..], GREETING, "stdout:\n{out}\nstderr:\n{err}");
+}

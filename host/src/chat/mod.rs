@@ -37,6 +37,8 @@ pub struct ChatOptions {
     pub flow: PathBuf,
     /// Transformer hook components, in order.
     pub hooks: Vec<PathBuf>,
+    /// What happens when a hook fails: go on untransformed, or end the step with an error.
+    pub hook_policy: FailurePolicy,
     /// Minimum gap between consecutive replies, in milliseconds.
     pub delay_ms: u64,
     /// An adapter component instead of the bundled WhatsApp adapter.
@@ -195,7 +197,7 @@ pub fn run(
         options,
         adapter,
         flow,
-        Transformers::new(hooks, FailurePolicy::Continue),
+        Transformers::new(hooks, options.hook_policy),
         input,
         Printer { out, terminal },
     ))

@@ -673,16 +673,9 @@ async fn blocking<T: Send + 'static>(
         .map_err(ConversationError::Transform)
 }
 
-/// Appends a turn, keeping the session's history limit (as the engine does).
+/// Appends a turn, keeping the session's history limit.
 fn remember(record: &mut SessionRecord, from: Speaker, text: String, now: u64) {
-    let state = &mut record.state;
-    state.history.push(Turn {
-        from,
-        text,
-        at_ms: now,
-    });
-    let excess = state.history.len().saturating_sub(state.history_limit);
-    state.history.drain(..excess);
+    record.state.remember(from, text, now);
 }
 
 /// A message as one line of history (and the text keywords are looked for in).

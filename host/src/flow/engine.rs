@@ -95,7 +95,8 @@ impl SessionState {
         }
     }
 
-    fn remember(&mut self, from: Speaker, text: String, now_ms: u64) {
+    /// Appends a turn to the history, keeping at most `history_limit` turns.
+    pub fn remember(&mut self, from: Speaker, text: String, now_ms: u64) {
         self.history.push(Turn {
             from,
             text,

@@ -264,11 +264,25 @@ pub(crate) fn failure(
     let mut detail = match kind {
         FailureKind::DeadlineExceeded => format!("interrupted after {:?}", limits.call_deadline),
         FailureKind::MemoryLimit => format!("limit is {} bytes", limits.max_memory_bytes),
-        FailureKind::Trap => first_line(&format!("{error:#}")),
+        // The trap itself (e.g. "wasm `unreachable` instruction executed"), not wasmtime's
+        // multi-line backtrace preamble.
+        FailureKind::Trap => match error.downcast_ref::<wasmtime::Trap>() {
+            Some(trap) => trap.to_string(),
+            None => first_line(&format!("{error:#}")),
+        },
     };
     let stderr = state.stderr_text();
     if !stderr.is_empty() {
-        detail.push_str(&format!("; guest stderr: {}", cut(&stderr, 500)));
+        // One line: the error ends up in log lines and CLI messages.
+        let stderr: Vec<&str> = stderr
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        detail.push_str(&format!(
+            "; guest stderr: {}",
+            cut(&stderr.join(" | "), 500)
+        ));
     }
     tracing::warn!(plugin, version, call, %kind, %detail, "plugin call failed");
     PluginError::Call {
