@@ -82,7 +82,7 @@ impl Outbound for ChatOutbound {
                 .map_err(|e| format!("the adapter rendered a body that is not JSON: {e}"))?;
             let shown = view::show(&body);
             if let Some(offered) = shown.offered {
-                *self.offered.lock().expect("offered lock") = offered;
+                *self.offered.lock().unwrap_or_else(|p| p.into_inner()) = offered;
             }
             if shown.lines.is_empty() {
                 continue;
@@ -310,7 +310,7 @@ async fn chat(
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let offered_now = offered.lock().expect("offered lock").clone();
+        let offered_now = offered.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let body = envelope.build(&user_input, &offered_now, seq, now);
         let (message, business) = match decode(&adapter, &body) {
             Ok(decoded) => decoded,
