@@ -17,21 +17,7 @@ use crate::plugins::types::{
 };
 use crate::transform::Transformers;
 
-const LIMITS: ChannelLimits = ChannelLimits {
-    max_text_length: 4096,
-    max_buttons: 3,
-    max_button_title_length: 20,
-    max_button_id_length: 256,
-    max_list_rows: 10,
-    max_list_sections: 10,
-    max_row_title_length: 24,
-    max_row_description_length: 72,
-    max_row_id_length: 200,
-    max_body_length: 1024,
-    max_header_length: 60,
-    max_footer_length: 60,
-    max_caption_length: 1024,
-};
+const LIMITS: ChannelLimits = crate::flow::tests::WHATSAPP;
 
 const FLOW: &str = r#"{
   "schema_version": 1,

@@ -120,4 +120,4 @@ impl fmt::Display for FlowError {
 impl std::error::Error for FlowError {}
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -10,8 +10,8 @@ use crate::plugins::types::{
     MediaKind, MessageContent, User,
 };
 
-/// The WhatsApp adapter's declared limits (`adapter/src/info.rs`).
-const WHATSAPP: ChannelLimits = ChannelLimits {
+/// The WhatsApp adapter's declared limits (`adapter/src/info.rs`), for host unit tests.
+pub(crate) const WHATSAPP: ChannelLimits = ChannelLimits {
     max_text_length: 4096,
     max_buttons: 3,
     max_button_title_length: 20,
