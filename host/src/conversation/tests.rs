@@ -13,11 +13,11 @@ use super::*;
 use crate::flow::model::Method;
 use crate::flow::{Flow, HttpCall, HttpOutcome};
 use crate::plugins::types::{
-    BotOutput, Business, ChannelLimits, InboundMessage, MarkReadOutput, MessageContent, User,
+    BotOutput, Business, InboundMessage, MarkReadOutput, MessageContent, User,
 };
 use crate::transform::Transformers;
 
-const LIMITS: ChannelLimits = crate::flow::tests::WHATSAPP;
+use crate::flow::tests::WHATSAPP as LIMITS;
 
 const FLOW: &str = r#"{
   "schema_version": 1,

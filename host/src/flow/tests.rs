@@ -10,22 +10,13 @@ use crate::plugins::types::{
     MediaKind, MessageContent, User,
 };
 
-/// The WhatsApp adapter's declared limits (`adapter/src/info.rs`), for host unit tests.
-pub(crate) const WHATSAPP: ChannelLimits = ChannelLimits {
-    max_text_length: 4096,
-    max_buttons: 3,
-    max_button_title_length: 20,
-    max_button_id_length: 256,
-    max_list_rows: 10,
-    max_list_sections: 10,
-    max_row_title_length: 24,
-    max_row_description_length: 72,
-    max_row_id_length: 200,
-    max_body_length: 1024,
-    max_header_length: 60,
-    max_footer_length: 60,
-    max_caption_length: 1024,
-};
+/// The WhatsApp adapter's declared limits, from the adapter crate itself (its types have the
+/// same serde form as the host's), for host unit tests.
+pub(crate) static WHATSAPP: std::sync::LazyLock<ChannelLimits> = std::sync::LazyLock::new(|| {
+    serde_json::to_value(plugboard_whatsapp::info::LIMITS)
+        .and_then(serde_json::from_value)
+        .expect("the adapter's limits convert to the host's type")
+});
 
 fn example(name: &str) -> Flow {
     let path = format!("{}/../flows/{name}", env!("CARGO_MANIFEST_DIR"));
