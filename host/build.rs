@@ -89,12 +89,15 @@ fn main() {
         cmd.args(["-p", package]);
     }
     // Flags meant for the host build (coverage, sanitizers, target-cpu) must not leak into
-    // the wasm build.
+    // the wasm build; nor must `cargo clippy`'s wrapper and lint flags (CI lints the guests
+    // itself), or the components would rebuild between `cargo clippy` and `cargo test`.
     for var in [
         "RUSTFLAGS",
         "CARGO_ENCODED_RUSTFLAGS",
         "CARGO_BUILD_TARGET",
         "CARGO_TARGET_DIR",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "CLIPPY_ARGS",
     ] {
         cmd.env_remove(var);
     }
