@@ -17,10 +17,11 @@
 //! summary always runs in full). Before any timing, every case checks that native and
 //! component results are equal. Under `cargo test --benches` every case runs once, no summary.
 
+use plugboard_bench::timing::{calibrate, median, micros_per_call};
 use std::hint::black_box;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::Criterion;
 use plugboard::plugins::{AdapterPlugin, BUNDLED_WHATSAPP, PluginLimits, PluginRuntime, types};
@@ -239,8 +240,9 @@ fn measure(case: &Case, plugins: &Plugins) -> Row {
     let native = || (case.native)();
     let warm = || (case.component)(&plugins.warm);
     let fresh = || (case.component)(&plugins.fresh);
-    let sides: [&dyn Fn(); 3] = [&native, &warm, &fresh];
-    let counts = sides.map(calibrate);
+    let (mut native, mut warm, mut fresh) = (native, warm, fresh);
+    let mut sides: [&mut dyn FnMut(); 3] = [&mut native, &mut warm, &mut fresh];
+    let counts: [u32; 3] = std::array::from_fn(|i| calibrate(&mut *sides[i], BATCH_TIME));
     let mut times: [Vec<f64>; 3] = Default::default();
     for round in 0..ROUNDS {
         let mut order = [0, 1, 2];
@@ -248,7 +250,7 @@ fn measure(case: &Case, plugins: &Plugins) -> Row {
             order.reverse();
         }
         for side in order {
-            times[side].push(micros_per_call(sides[side], counts[side]));
+            times[side].push(micros_per_call(&mut *sides[side], counts[side]));
         }
     }
     let ratios: Vec<f64> = times[1]
@@ -262,41 +264,5 @@ fn measure(case: &Case, plugins: &Plugins) -> Row {
         warm: median(&times[1]),
         fresh: median(&times[2]),
         ratio: median(&ratios),
-    }
-}
-
-/// How many calls of `f` take about [`BATCH_TIME`] (after a short warm-up).
-fn calibrate(f: &dyn Fn()) -> u32 {
-    let mut n = 1u32;
-    loop {
-        let start = Instant::now();
-        for _ in 0..n {
-            f();
-        }
-        let elapsed = start.elapsed();
-        if elapsed >= BATCH_TIME / 4 || n >= 1 << 24 {
-            let per_call = elapsed.as_secs_f64() / f64::from(n);
-            return ((BATCH_TIME.as_secs_f64() / per_call) as u32).max(1);
-        }
-        n *= 2;
-    }
-}
-
-fn micros_per_call(f: &dyn Fn(), n: u32) -> f64 {
-    let start = Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 1 {
-        sorted[mid]
-    } else {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
     }
 }

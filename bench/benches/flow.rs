@@ -20,9 +20,10 @@
 //! number, the signed text outputs. Under `cargo test --benches` every case runs once, no
 //! summary.
 
+use plugboard_bench::timing::{calibrate, median, micros_per_call};
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{Criterion, Throughput};
 use plugboard::flow::engine::{Position, Speaker as FlowSpeaker};
@@ -510,7 +511,7 @@ fn summary(flow: &Flow, hooks: &Transformers, parts: &Parts) {
 
 /// Median µs per call of each closure, measured in [`ROUNDS`] interleaved rounds.
 fn interleaved<const N: usize>(mut sides: [&mut dyn FnMut(); N]) -> [f64; N] {
-    let counts: [u32; N] = std::array::from_fn(|i| calibrate(&mut *sides[i]));
+    let counts: [u32; N] = std::array::from_fn(|i| calibrate(&mut *sides[i], BATCH_TIME));
     let mut times: [Vec<f64>; N] = std::array::from_fn(|_| Vec::with_capacity(ROUNDS));
     for round in 0..ROUNDS {
         let mut order: [usize; N] = std::array::from_fn(|i| i);
@@ -522,40 +523,4 @@ fn interleaved<const N: usize>(mut sides: [&mut dyn FnMut(); N]) -> [f64; N] {
         }
     }
     std::array::from_fn(|i| median(&times[i]))
-}
-
-/// How many calls of `f` take about [`BATCH_TIME`] (after a short warm-up).
-fn calibrate(f: &mut dyn FnMut()) -> u32 {
-    let mut n = 1u32;
-    loop {
-        let start = Instant::now();
-        for _ in 0..n {
-            f();
-        }
-        let elapsed = start.elapsed();
-        if elapsed >= BATCH_TIME / 4 || n >= 1 << 24 {
-            let per_call = elapsed.as_secs_f64() / f64::from(n);
-            return ((BATCH_TIME.as_secs_f64() / per_call) as u32).max(1);
-        }
-        n *= 2;
-    }
-}
-
-fn micros_per_call(f: &mut dyn FnMut(), n: u32) -> f64 {
-    let start = Instant::now();
-    for _ in 0..n {
-        f();
-    }
-    start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let mid = sorted.len() / 2;
-    if sorted.len() % 2 == 1 {
-        sorted[mid]
-    } else {
-        (sorted[mid - 1] + sorted[mid]) / 2.0
-    }
 }

@@ -160,3 +160,50 @@ mod tests {
         assert!(decoded.skipped.is_empty(), "{:?}", decoded.skipped);
     }
 }
+
+/// Timing helpers shared by the benches' interleaved summaries.
+pub mod timing {
+    use std::time::{Duration, Instant};
+
+    /// How many calls of `f` take about `batch` (after a short warm-up).
+    pub fn calibrate(f: &mut dyn FnMut(), batch: Duration) -> u32 {
+        let mut n = 1u32;
+        loop {
+            let start = Instant::now();
+            for _ in 0..n {
+                f();
+            }
+            let elapsed = start.elapsed();
+            if elapsed >= batch / 4 || n >= 1 << 24 {
+                let per_call = elapsed.as_secs_f64() / f64::from(n);
+                return ((batch.as_secs_f64() / per_call) as u32).max(1);
+            }
+            n *= 2;
+        }
+    }
+
+    /// Microseconds per call of `f` over `n` calls.
+    pub fn micros_per_call(f: &mut dyn FnMut(), n: u32) -> f64 {
+        let start = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        start.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    }
+
+    /// The median of `values` (0 for none).
+    pub fn median(values: &[f64]) -> f64 {
+        let mut sorted = values.to_vec();
+        sorted.sort_by(f64::total_cmp);
+        let mid = sorted.len() / 2;
+        match (
+            sorted.len() % 2,
+            sorted.get(mid),
+            mid.checked_sub(1).and_then(|i| sorted.get(i)),
+        ) {
+            (1, Some(m), _) => *m,
+            (0, Some(hi), Some(lo)) => (lo + hi) / 2.0,
+            _ => 0.0,
+        }
+    }
+}
