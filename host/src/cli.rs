@@ -69,6 +69,28 @@ enum Command {
         #[command(flatten)]
         plugin: PluginArg,
     },
+    /// Serve Meta's webhooks: the endpoints of a TOML config file (`--config`, else
+    /// `$PLUGBOARD_CONFIG`, else `./plugboard.toml`), or a demo endpoint running the example
+    /// flow when there is none.
+    Serve {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// List dead letters, or put dead-lettered webhooks back in the queue (after a plugin
+    /// upgrade, say). A running host picks them up within seconds; otherwise the next start.
+    Replay {
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The data directory, instead of the one in the config.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Replay this dead letter.
+        #[arg(long, value_name = "ID", conflicts_with = "all")]
+        id: Option<i64>,
+        /// Replay every dead-lettered webhook.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 /// The command-line form of [`crate::transform::FailurePolicy`].
@@ -170,6 +192,10 @@ where
             return ExitCode::from(code);
         }
     };
+    // `serve` sets up its own logging from its config (level, JSON).
+    if !matches!(cli.command, Command::Serve { .. }) {
+        init_tracing();
+    }
     let result = match cli.command {
         Command::Adapter {
             command: AdapterCommand::Decode { file, plugin },
@@ -198,6 +224,13 @@ where
             };
             crate::chat::run(&options, input, out, terminal).map_err(Failure)
         }
+        Command::Serve { config } => crate::serve::cli::serve(config, out).map_err(Failure),
+        Command::Replay {
+            config,
+            data_dir,
+            id,
+            all,
+        } => crate::serve::cli::replay(config, data_dir, id, all, out).map_err(Failure),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -282,7 +315,7 @@ pub fn spec_json(spec: &RequestSpec) -> Value {
     })
 }
 
-fn adapter_error(e: &crate::plugins::types::AdapterError) -> String {
+pub(crate) fn adapter_error(e: &crate::plugins::types::AdapterError) -> String {
     use crate::plugins::types::AdapterError;
     match e {
         AdapterError::Malformed(m) => format!("malformed: {m}"),

@@ -26,4 +26,6 @@ pub mod cli;
 pub mod conversation;
 pub mod flow;
 pub mod plugins;
+pub mod serve;
+pub mod store;
 pub mod transform;

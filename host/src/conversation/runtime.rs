@@ -380,6 +380,42 @@ impl<O: Outbound, H: HttpExecutor, S: HandoverSink> Conversations<O, H, S> {
         Ok(())
     }
 
+    /// Records something the host learned about the conversation (a send that failed for
+    /// good, say) under `context[name]`, without running the flow: the flow sees it on its
+    /// next step as `{{name.…}}`. Also one line of history, so transcripts show it.
+    pub async fn record_event(
+        &self,
+        key: &SessionKey,
+        name: &str,
+        data: Value,
+        note: String,
+    ) -> Result<(), ConversationError> {
+        let lane = self.lanes.get(key, self.config.message_delay);
+        let _lane = lane.lock().await;
+        let mut record = self.load(key)?;
+        record.state.context.insert(name.to_string(), data);
+        remember(&mut record, Speaker::Bot, note, self.clock.now_ms());
+        self.store.put(key, &record)?;
+        Ok(())
+    }
+
+    /// Ends the conversation's handover if its mute has run out (a timer calls this, so the
+    /// `ended` event goes out on time rather than at the user's next message). Returns
+    /// whether a handover ended.
+    pub async fn expire_handover(&self, key: &SessionKey) -> Result<bool, ConversationError> {
+        let lane = self.lanes.get(key, self.config.message_delay);
+        let _lane = lane.lock().await;
+        let mut record = self.load(key)?;
+        let mut report = StepReport::new(key);
+        let now = self.clock.now_ms();
+        self.end_mute_if_over(key, &mut record, now, &mut report)
+            .await;
+        if report.handover_ended {
+            self.store.put(key, &record)?;
+        }
+        Ok(report.handover_ended)
+    }
+
     /// The stored state of a conversation (as of its last completed call).
     pub async fn session(&self, key: &SessionKey) -> Option<SessionSnapshot> {
         let record = match self.store.get(key) {

@@ -1,0 +1,214 @@
+//! The HTTP edge: Meta's webhooks in, health and metrics out.
+//!
+//! `POST /webhooks/{endpoint}`: the body (at most the endpoint's `max_body_bytes`, 413
+//! above) is signature-checked over the raw bytes in constant time before anything else
+//! (401 without a signature, 403 with a wrong one; nothing is stored either way), then
+//! appended to the durable inbox; only when that commit is durable does Meta get its 200.
+//! A store that cannot write answers 503, so Meta retries. The body is not parsed here:
+//! a signed body the adapter cannot read is still acknowledged (Meta would retry it for
+//! seven days) and ends as a dead letter that can be replayed. An unknown endpoint is 404.
+//!
+//! `GET /webhooks/{endpoint}`: Meta's subscription handshake, answered by the adapter from
+//! the query and the endpoint's settings (200 with the challenge, 403 on a wrong token).
+//!
+//! `/healthz` (the process is up), `/readyz` (the store answers and the plugins are
+//! loaded), `/metrics` (Prometheus text).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::plugins::types::HandshakeReply;
+use crate::store::InboxRow;
+
+use super::signature::{self, SignatureError};
+use super::{Shared, now_ms};
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    let max_body = shared
+        .endpoints
+        .values()
+        .map(|e| e.config.max_body_bytes)
+        .max()
+        .unwrap_or(0)
+        .max(1);
+    Router::new()
+        .route("/webhooks/{endpoint}", get(handshake).post(receive))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(shared)
+}
+
+fn count(shared: &Shared, endpoint: &str, result: &str) {
+    shared
+        .metrics
+        .webhooks_total
+        .with_label_values(&[endpoint, result])
+        .inc();
+}
+
+async fn handshake(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
+) -> Response {
+    let Some(endpoint) = shared.endpoints.get(&id) else {
+        count(&shared, "unknown", "unknown_endpoint");
+        return (StatusCode::NOT_FOUND, "unknown endpoint\n").into_response();
+    };
+    let started = Instant::now();
+    let reply = endpoint.adapter.handshake(&query, &endpoint.settings);
+    shared.observe_plugin(endpoint, "handshake", started);
+    match reply {
+        Ok(HandshakeReply::Accept(body)) => {
+            count(&shared, &id, "handshake_ok");
+            tracing::info!(endpoint = %id, "webhook subscription verified");
+            (StatusCode::OK, body).into_response()
+        }
+        Ok(HandshakeReply::Reject(reason)) => {
+            count(&shared, &id, "handshake_refused");
+            tracing::warn!(endpoint = %id, %reason, "webhook handshake refused");
+            (StatusCode::FORBIDDEN, "forbidden\n").into_response()
+        }
+        Ok(HandshakeReply::NotHandshake) => {
+            count(&shared, &id, "handshake_refused");
+            (StatusCode::BAD_REQUEST, "not a subscription request\n").into_response()
+        }
+        Err(e) => {
+            count(&shared, &id, "plugin_failed");
+            tracing::error!(endpoint = %id, "handshake: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "handshake failed\n").into_response()
+        }
+    }
+}
+
+async fn receive(
+    State(shared): State<Arc<Shared>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let Some(endpoint) = shared.endpoints.get(&id) else {
+        count(&shared, "unknown", "unknown_endpoint");
+        return (StatusCode::NOT_FOUND, "unknown endpoint\n").into_response();
+    };
+    let body = match body {
+        Ok(body) if body.len() <= endpoint.config.max_body_bytes => body,
+        Ok(_) => {
+            count(&shared, &id, "too_large");
+            return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response();
+        }
+        Err(rejection) => {
+            let status = rejection.status();
+            count(
+                &shared,
+                &id,
+                if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "too_large"
+                } else {
+                    "bad_body"
+                },
+            );
+            return (status, "cannot read the body\n").into_response();
+        }
+    };
+    if let Some(scheme) = &shared.signatures.get(&id).cloned().flatten() {
+        let header_value = headers
+            .get(scheme.header.as_str())
+            .and_then(|v| v.to_str().ok());
+        if let Err(e) = signature::verify(
+            header_value,
+            &scheme.prefix,
+            scheme.secret.expose().as_bytes(),
+            &body,
+        ) {
+            let (status, result) = match e {
+                SignatureError::Missing => (StatusCode::UNAUTHORIZED, "missing_signature"),
+                _ => (StatusCode::FORBIDDEN, "bad_signature"),
+            };
+            count(&shared, &id, result);
+            tracing::warn!(endpoint = %id, %result, "webhook refused");
+            return (status, "signature check failed\n").into_response();
+        }
+    }
+    let received_ms = now_ms();
+    match shared
+        .store
+        .append_inbox(&id, body.to_vec(), received_ms)
+        .await
+    {
+        Ok(inbox_id) => {
+            shared.notify_inbox(InboxRow {
+                id: inbox_id,
+                endpoint: id.clone(),
+                received_ms,
+                body: body.to_vec(),
+            });
+            count(&shared, &id, "accepted");
+            shared
+                .metrics
+                .ack_seconds
+                .observe(started.elapsed().as_secs_f64());
+            (StatusCode::OK, "EVENT_RECEIVED").into_response()
+        }
+        Err(e) => {
+            count(&shared, &id, "store_unavailable");
+            tracing::error!(endpoint = %id, "cannot store a webhook: {e}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "5")],
+                "store unavailable\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let store = shared.store.ping().await;
+    let plugins: Vec<_> = shared
+        .endpoints
+        .values()
+        .map(|e| {
+            serde_json::json!({
+                "endpoint": e.config.id,
+                "plugin": e.adapter.name(),
+                "version": e.adapter.version(),
+            })
+        })
+        .collect();
+    let ready = store.is_ok() && !shared.is_stopping();
+    let body = serde_json::json!({
+        "ready": ready,
+        "store": store.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
+        "stopping": shared.is_stopping(),
+        "plugins": plugins,
+    });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    if let Ok(depths) = shared.store.depths().await {
+        super::set_depths(&shared.metrics, &depths);
+    }
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        shared.metrics.render(),
+    )
+        .into_response()
+}

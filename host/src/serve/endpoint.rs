@@ -1,0 +1,103 @@
+//! One served endpoint: its settings, its adapter, its flow and its conversations.
+//!
+//! Built once at start from an [`EndpointConfig`]: the adapter component is loaded and
+//! checked, the flow is loaded and validated against the adapter's declared limits, the
+//! transformer hooks are loaded, and a [`Conversations`] runtime is wired to the staging
+//! session store and output collector (see [`super::staging`]). Anything wrong here fails
+//! the start with a message naming the endpoint: a host never serves half-configured.
+
+use std::sync::Arc;
+
+use crate::conversation::{Conversations, ReqwestHttp, SystemClock, WebhookHandover};
+use crate::flow::Flow;
+use crate::plugins::types::Business;
+use crate::plugins::{AdapterPlugin, BUNDLED_WHATSAPP, HookPlugin, PluginLimits, PluginRuntime};
+use crate::store::Store;
+use crate::transform::Transformers;
+
+use super::config::{EndpointConfig, PluginSource};
+use super::staging::{Collector, StagedSessions};
+
+pub type EndpointConversations = Conversations<Collector, ReqwestHttp, Option<WebhookHandover>>;
+
+pub struct Endpoint {
+    pub config: EndpointConfig,
+    pub adapter: Arc<AdapterPlugin>,
+    /// The adapter's settings by name (secrets included: only ever passed to the plugin).
+    pub settings: Vec<(String, String)>,
+    /// The number replies go out from when an event does not say.
+    pub business: Business,
+    pub conversations: EndpointConversations,
+    pub sessions: Arc<StagedSessions>,
+    pub collector: Collector,
+}
+
+impl Endpoint {
+    pub fn load(
+        runtime: &Arc<PluginRuntime>,
+        config: EndpointConfig,
+        store: Arc<dyn Store>,
+    ) -> Result<Endpoint, String> {
+        let id = config.id.clone();
+        let fail = |what: String| format!("endpoint `{id}`: {what}");
+        let (bytes, origin) = match &config.plugin {
+            PluginSource::Bundled => (
+                BUNDLED_WHATSAPP.to_vec(),
+                "the bundled WhatsApp adapter".to_string(),
+            ),
+            PluginSource::Path(path) => (
+                std::fs::read(path)
+                    .map_err(|e| fail(format!("cannot read plugin {}: {e}", path.display())))?,
+                path.display().to_string(),
+            ),
+        };
+        let adapter = AdapterPlugin::load(runtime, &bytes, PluginLimits::default())
+            .map_err(|e| fail(format!("cannot load {origin}: {e}")))?;
+        let flow =
+            Flow::load(&config.flow, &adapter.info().limits).map_err(|e| fail(e.to_string()))?;
+        let mut hooks = Vec::new();
+        for hook in &config.transformers {
+            let bytes = std::fs::read(&hook.path).map_err(|e| {
+                fail(format!(
+                    "cannot read transformer {}: {e}",
+                    hook.path.display()
+                ))
+            })?;
+            let name = hook
+                .path
+                .file_stem()
+                .map_or_else(|| "hook".to_string(), |s| s.to_string_lossy().into_owned());
+            let plugin = HookPlugin::load(runtime, &name, &bytes, PluginLimits::hook_default())
+                .map_err(|e| fail(format!("cannot load transformer {name}: {e}")))?;
+            hooks.push(Arc::new(plugin));
+        }
+        let conversation_config = config.conversation_config();
+        let handover = WebhookHandover::from_config(&conversation_config.handover);
+        let sessions = Arc::new(StagedSessions::new(store));
+        let collector = Collector::default();
+        let conversations = Conversations::new(
+            conversation_config,
+            Arc::new(flow),
+            Transformers::new(hooks, config.transformer_policy),
+            collector.clone(),
+            ReqwestHttp::new(),
+            handover,
+            Arc::new(SystemClock),
+        )
+        .with_store(sessions.clone());
+        let business = Business {
+            phone_number_id: config.phone_number_id.clone(),
+            display_number: None,
+            account_id: config.waba_id.clone(),
+        };
+        Ok(Endpoint {
+            settings: config.adapter_settings(),
+            config,
+            adapter: Arc::new(adapter),
+            business,
+            conversations,
+            sessions,
+            collector,
+        })
+    }
+}

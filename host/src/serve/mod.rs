@@ -1,0 +1,362 @@
+//! `plugboard serve`: Meta's webhook traffic in, replies out, nothing lost on the way.
+//!
+//! ```text
+//! Meta POST ─▶ edge: size limit, signature over the raw bytes, inbox row (durable) ─▶ 200
+//!   demux (pipeline): adapter.decode ─▶ events under UNIQUE dedupe keys (retries: no-ops)
+//!   workers: one conversation at a time, in order; the conversation runtime (handover,
+//!     hooks, flow) ─▶ session + outbox rows + window + timers in ONE transaction
+//!   sender: window check ─▶ adapter.render ─▶ pacing and rate limits ─▶ Graph API ─▶
+//!     adapter.classify ─▶ sent / retry (schedule as data) / template / dead letter
+//!   statuses: applied monotonically to the outbox, also before the send's response
+//! ```
+//!
+//! - [`cli`]: `plugboard serve` and `plugboard replay`.
+//! - [`config`]: the TOML file (secrets as `env:NAME`), and the demo used without one.
+//! - [`edge`]: the axum router (webhooks, `/healthz`, `/readyz`, `/metrics`).
+//! - [`pipeline`]: demux, dispatch, statuses, timers, pruning.
+//! - [`workers`]: per-conversation ordered steps and their one-transaction commits.
+//! - [`staging`]: the session store and output collector a step runs against.
+//! - [`sender`]: the outbound schedule and the Graph API calls.
+//! - [`endpoint`]: one endpoint's adapter, flow, hooks and conversations.
+//! - [`signature`], [`retry`], [`metrics`], [`logging`]: what their names say.
+//!
+//! [`Server::start`] resumes whatever a previous run left pending (inbox rows, events,
+//! outbox rows, timers) before it accepts traffic; [`Server::shutdown`] stops accepting,
+//! lets in-flight requests, steps and sends finish, and leaves the rest pending.
+
+pub mod cli;
+pub mod config;
+pub mod edge;
+pub mod endpoint;
+pub mod logging;
+pub mod metrics;
+pub mod pipeline;
+pub mod retry;
+pub mod sender;
+pub mod signature;
+pub mod staging;
+pub mod workers;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::plugins::PluginRuntime;
+use crate::store::{InboxRow, QueueDepths, SqliteOptions, SqliteStore, Store};
+
+use config::{Secret, ServeConfig};
+use endpoint::Endpoint;
+use metrics::Metrics;
+use retry::RetrySchedule;
+use sender::SenderHandle;
+use workers::{Job, Workers};
+
+/// Outbox rows loaded at start (older ones wait for the next start; a warning says so).
+const RESUME_OUTBOX: usize = 100_000;
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How an endpoint's webhooks are signed (from the adapter) and the key (from the config).
+#[derive(Clone)]
+pub struct SignatureCheck {
+    pub header: String,
+    pub prefix: String,
+    pub secret: Secret,
+}
+
+/// What every part of the serving pipeline shares.
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub endpoints: HashMap<String, Arc<Endpoint>>,
+    /// `None`: the endpoint is configured with `insecure_skip_signature`.
+    pub signatures: HashMap<String, Option<SignatureCheck>>,
+    pub metrics: Arc<Metrics>,
+    pub workers: Workers,
+    pub sender: SenderHandle,
+    pub http: reqwest::Client,
+    pub retry: RetrySchedule,
+    pub request_timeout: Duration,
+    pub sender_workers: usize,
+    pub retention_days: u32,
+    inbox: mpsc::UnboundedSender<InboxRow>,
+    stop: watch::Sender<bool>,
+    tracked: AtomicUsize,
+    tracked_done: Notify,
+}
+
+impl Shared {
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Hands a stored inbox row to the demux.
+    pub fn notify_inbox(&self, row: InboxRow) {
+        // Closed only at shutdown; the row is durable and picked up at the next start.
+        let _ = self.inbox.send(row);
+    }
+
+    /// Runs `work` as a task that shutdown waits for.
+    pub fn track(self: Arc<Self>, work: impl Future<Output = ()> + Send + 'static) {
+        self.tracked.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            work.await;
+            if self.tracked.fetch_sub(1, Ordering::SeqCst) == 1 {
+                self.tracked_done.notify_waiters();
+            }
+        });
+    }
+
+    async fn wait_tracked(&self) {
+        loop {
+            let notified = self.tracked_done.notified();
+            if self.tracked.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    pub fn observe_plugin(&self, endpoint: &Endpoint, call: &str, started: Instant) {
+        self.metrics
+            .plugin_call_seconds
+            .with_label_values(&[endpoint.adapter.name(), call])
+            .observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// Queue depths into their gauges.
+pub fn set_depths(metrics: &Metrics, depths: &QueueDepths) {
+    for (queue, value) in [
+        ("inbox", depths.inbox),
+        ("events", depths.events),
+        ("outbox", depths.outbox),
+        ("dead_letters", depths.dead_letters),
+    ] {
+        metrics
+            .queue_depth
+            .with_label_values(&[queue])
+            .set(i64::try_from(value).unwrap_or(i64::MAX));
+    }
+}
+
+/// A running host.
+pub struct Server {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    http: JoinHandle<()>,
+    demux: JoinHandle<()>,
+    sender: JoinHandle<()>,
+    timers: JoinHandle<()>,
+}
+
+impl Server {
+    /// Opens the store, loads every endpoint, resumes pending work, binds and serves.
+    pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
+        logging::set_mask_pii(config.mask_pii);
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+        let options = SqliteOptions {
+            path: config.data_dir.join("plugboard.db"),
+            synchronous: config.store.synchronous,
+            batch_max: config.store.batch_max,
+        };
+        let store: Arc<dyn Store> = Arc::new(
+            tokio::task::spawn_blocking(move || SqliteStore::open(options))
+                .await
+                .context("store task")??,
+        );
+
+        let runtime = Arc::new(
+            PluginRuntime::new()
+                .map_err(|e| anyhow::anyhow!("cannot start the plugin runtime: {e}"))?,
+        );
+        let mut endpoints = HashMap::new();
+        let mut signatures = HashMap::new();
+        for endpoint_config in config.endpoints.clone() {
+            let runtime = runtime.clone();
+            let store = store.clone();
+            let endpoint = tokio::task::spawn_blocking(move || {
+                Endpoint::load(&runtime, endpoint_config, store)
+            })
+            .await
+            .context("endpoint task")?
+            .map_err(anyhow::Error::msg)?;
+            let id = endpoint.config.id.clone();
+            signatures.insert(id.clone(), signature_check(&endpoint)?);
+            endpoints.insert(id, Arc::new(endpoint));
+        }
+
+        let (sender, sender_rx) = SenderHandle::new();
+        let (inbox, inbox_rx) = mpsc::unbounded_channel();
+        let (stop, _) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            store: store.clone(),
+            endpoints,
+            signatures,
+            metrics: Arc::new(Metrics::new()),
+            workers: Workers::default(),
+            sender: sender.clone(),
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(64)
+                .build()
+                .context("cannot build the HTTP client")?,
+            retry: config.sender.retry.clone(),
+            request_timeout: Duration::from_millis(config.sender.request_timeout_ms),
+            sender_workers: config.sender.workers,
+            retention_days: config.store.retention_days,
+            inbox,
+            stop,
+            tracked: AtomicUsize::new(0),
+            tracked_done: Notify::new(),
+        });
+
+        // Resume, oldest work first: events already recorded go to their workers before
+        // anything decoded now, so each conversation keeps its order.
+        let outbox = store.pending_outbox(RESUME_OUTBOX).await?;
+        if outbox.len() == RESUME_OUTBOX {
+            tracing::warn!(
+                "more than {RESUME_OUTBOX} pending outbox rows; the rest wait for the next start"
+            );
+        }
+        let mut after = 0;
+        loop {
+            let events = store.pending_events(after, 1_000).await?;
+            let Some(last) = events.last() else { break };
+            after = last.id;
+            pipeline::dispatch(&shared, events).await;
+        }
+        let resumed_inbox = store.pending_inbox(0, 1_000_000).await?;
+        if !(outbox.is_empty() && after == 0 && resumed_inbox.is_empty()) {
+            tracing::info!(
+                outbox = outbox.len(),
+                inbox = resumed_inbox.len(),
+                "resuming work left pending by the previous run"
+            );
+        }
+        for row in resumed_inbox {
+            shared.notify_inbox(row);
+        }
+
+        let sender = tokio::spawn(sender::sender_loop(
+            shared.clone(),
+            sender,
+            sender_rx,
+            outbox,
+        ));
+        let demux = tokio::spawn(pipeline::demux_loop(shared.clone(), inbox_rx));
+        let timers = tokio::spawn(pipeline::timer_loop(shared.clone()));
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let app = edge::router(shared.clone());
+        let mut stopping = shared.stop_signal();
+        let http = tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopping.wait_for(|stop| *stop).await;
+                })
+                .await;
+            if let Err(e) = served {
+                tracing::error!("http server: {e}");
+            }
+        });
+        for endpoint in shared.endpoints.values() {
+            if endpoint.config.access_token.is_none() {
+                tracing::warn!(endpoint = %endpoint.config.id, "no access_token: replies cannot be sent and will be kept as dead letters");
+            }
+        }
+        for (id, check) in &shared.signatures {
+            if check.is_none() {
+                tracing::warn!(endpoint = %id, "insecure_skip_signature = true: webhooks to this endpoint are NOT authenticated");
+            }
+        }
+        tracing::info!(%addr, endpoints = shared.endpoints.len(), "plugboard serving");
+        Ok(Server {
+            shared,
+            addr,
+            http,
+            demux,
+            sender,
+            timers,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.shared.store.clone()
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Stops accepting, lets in-flight requests, steps and sends finish; the rest stays
+    /// pending in the store for the next start.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shared.stop.send_replace(true);
+        let _ = self.http.await;
+        let _ = self.demux.await;
+        let _ = self.timers.await;
+        self.shared.workers.wait_idle().await;
+        self.shared.wait_tracked().await;
+        let _ = self.sender.await;
+        tracing::info!("plugboard stopped");
+        Ok(())
+    }
+
+    /// Queues a job for a conversation (for the admin side).
+    pub fn enqueue(&self, key: crate::conversation::SessionKey, job: Job) {
+        self.shared.workers.enqueue(&self.shared, key, job);
+    }
+}
+
+fn signature_check(endpoint: &Endpoint) -> anyhow::Result<Option<SignatureCheck>> {
+    if !endpoint.config.needs_signature() {
+        return Ok(None);
+    }
+    let id = &endpoint.config.id;
+    let Some(scheme) = endpoint.adapter.info().signature.clone() else {
+        anyhow::bail!(
+            "endpoint `{id}`: the {} adapter declares no signature scheme; set insecure_skip_signature = true to accept unsigned webhooks",
+            endpoint.adapter.name()
+        );
+    };
+    let secret = endpoint
+        .settings
+        .iter()
+        .find(|(name, _)| *name == scheme.secret_setting)
+        .map(|(_, value)| value.clone())
+        .filter(|value| !value.is_empty());
+    let Some(secret) = secret else {
+        anyhow::bail!(
+            "endpoint `{id}`: `{}` is required to check webhook signatures (or set insecure_skip_signature = true)",
+            scheme.secret_setting
+        );
+    };
+    Ok(Some(SignatureCheck {
+        header: scheme.header,
+        prefix: scheme.prefix,
+        secret: Secret::new(secret),
+    }))
+}

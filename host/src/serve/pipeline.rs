@@ -1,0 +1,343 @@
+//! From the durable inbox to events on their way: demux, dispatch, statuses and timers.
+//!
+//! - **Demux** ([`demux_loop`]): inbox rows arrive from the edge over a channel (and from a
+//!   periodic scan, which also picks up rows put back by `plugboard replay`). A batch is
+//!   decoded through the endpoint's adapter off the async threads, then recorded in one
+//!   store call: events under their UNIQUE dedupe keys (a redelivered webhook adds nothing),
+//!   the inbox rows done, or dead letters for bodies the adapter refused or trapped on.
+//! - **Dispatch** ([`dispatch`]): each newly recorded event goes where it belongs: messages
+//!   and `send_failed` notes to their conversation's worker (in order, see
+//!   [`super::workers`]); statuses to [`apply_statuses`]; system notices and channel errors
+//!   are logged and marked done.
+//! - **Statuses** are applied monotonically to the outbox by the store. A `failed` status
+//!   with Meta's 131047 (the 24-hour window closed) is reconciled like a synchronous one:
+//!   the configured template goes out instead, or the row becomes a dead letter.
+//! - **Timers** ([`timer_loop`]) fire due rows (a handover's mute running out) through the
+//!   conversation's worker; **prune** drops done events after the retention period.
+//!
+//! Every store failure here is retried: nothing acknowledged is dropped, and anything not
+//! finished before a crash is still pending in the store when the host comes back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::conversation::SessionKey;
+use crate::plugins::types::{Event, EventBody};
+use crate::store::{DemuxOutcome, Demuxed, EventKind, EventRow, InboxRow, NewEvent, OutboxState};
+
+use super::endpoint::Endpoint;
+use super::workers::Job;
+use super::{Shared, logging, now_ms};
+
+/// Inbox rows decoded and recorded per store call.
+const DEMUX_BATCH: usize = 256;
+/// How often the inbox is scanned for rows nobody sent over the channel (replays, rows
+/// whose notification was lost).
+const INBOX_SCAN: Duration = Duration::from_secs(2);
+/// A row younger than this is assumed to be on its way through the channel.
+const SCAN_MIN_AGE_MS: u64 = 2_000;
+/// Wait before retrying a store call that failed.
+const STORE_RETRY: Duration = Duration::from_millis(500);
+
+/// Meta's "re-engagement" error: the 24-hour customer service window is closed.
+pub const WINDOW_CLOSED_CODE: i64 = 131_047;
+
+/// Decodes inbox rows and records their events until shutdown.
+pub async fn demux_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<InboxRow>) {
+    let mut scan = tokio::time::interval(INBOX_SCAN);
+    scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping = shared.stop_signal();
+    loop {
+        let mut batch = Vec::new();
+        tokio::select! {
+            row = rx.recv() => match row {
+                Some(row) => batch.push(row),
+                None => return,
+            },
+            _ = scan.tick() => {
+                match shared.store.pending_inbox(0, DEMUX_BATCH).await {
+                    Ok(rows) => {
+                        let cutoff = now_ms().saturating_sub(SCAN_MIN_AGE_MS);
+                        batch.extend(rows.into_iter().filter(|r| r.received_ms <= cutoff));
+                    }
+                    Err(e) => tracing::warn!("inbox scan: {e}"),
+                }
+            }
+            _ = stopping.changed() => {}
+        }
+        while batch.len() < DEMUX_BATCH {
+            match rx.try_recv() {
+                Ok(row) => batch.push(row),
+                Err(_) => break,
+            }
+        }
+        if !batch.is_empty() {
+            demux_batch(&shared, batch).await;
+        }
+        if shared.is_stopping() {
+            // Rows still in the channel are durable in the inbox: the next start picks
+            // them up.
+            return;
+        }
+    }
+}
+
+/// Decodes and records one batch, then dispatches the new events.
+pub async fn demux_batch(shared: &Arc<Shared>, rows: Vec<InboxRow>) {
+    let decoder = shared.clone();
+    let decoded = tokio::task::spawn_blocking(move || {
+        rows.into_iter()
+            .map(|row| decode_row(&decoder, row))
+            .collect::<Vec<_>>()
+    })
+    .await;
+    let batch = match decoded {
+        Ok(batch) => batch,
+        Err(e) => {
+            // The rows stay pending; the scan retries them.
+            tracing::error!("demux task failed: {e}");
+            return;
+        }
+    };
+    let recorded = loop {
+        match shared.store.record_demux(batch.clone()).await {
+            Ok(recorded) => break recorded,
+            Err(e) => {
+                tracing::error!("cannot record demuxed events (retrying): {e}");
+                if shared.is_stopping() {
+                    return;
+                }
+                tokio::time::sleep(STORE_RETRY).await;
+            }
+        }
+    };
+    for rows in recorded {
+        dispatch(shared, rows).await;
+    }
+}
+
+/// One inbox row through its endpoint's adapter.
+fn decode_row(shared: &Shared, row: InboxRow) -> Demuxed {
+    let outcome = match shared.endpoints.get(&row.endpoint) {
+        None => DemuxOutcome::Dead {
+            reason: "unknown_endpoint".into(),
+            detail: format!("no endpoint `{}` is configured", row.endpoint),
+        },
+        Some(endpoint) => decode_body(shared, endpoint, &row.body),
+    };
+    if let DemuxOutcome::Dead { reason, detail } = &outcome {
+        tracing::warn!(endpoint = %row.endpoint, inbox = row.id, %reason, %detail, "webhook kept as a dead letter");
+        shared
+            .metrics
+            .events_total
+            .with_label_values(&[row.endpoint.as_str(), "dead_letter"])
+            .inc();
+    }
+    Demuxed {
+        inbox_id: row.id,
+        endpoint: row.endpoint,
+        outcome,
+    }
+}
+
+fn decode_body(shared: &Shared, endpoint: &Endpoint, body: &[u8]) -> DemuxOutcome {
+    let started = std::time::Instant::now();
+    let decoded = endpoint.adapter.decode(body);
+    shared.observe_plugin(endpoint, "decode", started);
+    let decoded = match decoded {
+        Err(e) => {
+            return DemuxOutcome::Dead {
+                reason: "plugin_failed".into(),
+                detail: e.to_string(),
+            };
+        }
+        Ok(Err(e)) => {
+            return DemuxOutcome::Dead {
+                reason: "malformed".into(),
+                detail: crate::cli::adapter_error(&e),
+            };
+        }
+        Ok(Ok(decoded)) => decoded,
+    };
+    for skipped in &decoded.skipped {
+        tracing::info!(endpoint = %endpoint.config.id, path = %skipped.path, reason = %skipped.reason, "webhook item skipped by the adapter");
+    }
+    let mut events = Vec::with_capacity(decoded.events.len());
+    for event in decoded.events {
+        let (kind, conversation) = match &event.body {
+            EventBody::Message(m) => (EventKind::Message, user_key(endpoint, &m.user)),
+            EventBody::Status(_) => (EventKind::Status, String::new()),
+            EventBody::System(s) => (EventKind::System, user_key(endpoint, &s.user)),
+            EventBody::Error(_) => (EventKind::Error, String::new()),
+        };
+        let body = match serde_json::to_string(&event) {
+            Ok(body) => body,
+            Err(e) => {
+                return DemuxOutcome::Dead {
+                    reason: "malformed".into(),
+                    detail: format!("an event cannot be stored: {e}"),
+                };
+            }
+        };
+        events.push(NewEvent {
+            dedupe_key: event.dedupe_key,
+            conversation,
+            kind,
+            body,
+        });
+    }
+    DemuxOutcome::Events(events)
+}
+
+fn user_key(endpoint: &Endpoint, user: &crate::plugins::types::User) -> String {
+    SessionKey::for_user(&endpoint.config.id, user)
+        .map(|k| k.user)
+        .unwrap_or_default()
+}
+
+/// Sends newly recorded events on their way.
+pub async fn dispatch(shared: &Arc<Shared>, rows: Vec<EventRow>) {
+    let mut statuses = Vec::new();
+    let mut done = Vec::new();
+    for row in rows {
+        shared
+            .metrics
+            .events_total
+            .with_label_values(&[row.endpoint.as_str(), row.kind.as_str()])
+            .inc();
+        match row.kind {
+            EventKind::Message | EventKind::SendFailed if !row.conversation.is_empty() => {
+                let key = SessionKey::new(row.endpoint.clone(), row.conversation.clone());
+                shared.workers.enqueue(shared, key, Job::Event(row));
+            }
+            EventKind::Status => statuses.push(row),
+            _ => {
+                tracing::info!(endpoint = %row.endpoint, kind = row.kind.as_str(), event = row.id, "event recorded");
+                done.push(row.id);
+            }
+        }
+    }
+    if !statuses.is_empty() {
+        let shared = shared.clone();
+        shared
+            .clone()
+            .track(async move { apply_statuses(&shared, statuses).await });
+    }
+    if !done.is_empty() {
+        mark_done(shared, done).await;
+    }
+}
+
+async fn mark_done(shared: &Shared, ids: Vec<i64>) {
+    while let Err(e) = shared.store.events_done(ids.clone()).await {
+        tracing::error!("cannot mark events done (retrying): {e}");
+        if shared.is_stopping() {
+            return;
+        }
+        tokio::time::sleep(STORE_RETRY).await;
+    }
+}
+
+/// Applies delivery statuses to the outbox, reconciling window-closed failures.
+pub async fn apply_statuses(shared: &Arc<Shared>, rows: Vec<EventRow>) {
+    let mut done = Vec::with_capacity(rows.len());
+    for row in rows {
+        let status = match serde_json::from_str::<Event>(&row.body).map(|e| e.body) {
+            Ok(EventBody::Status(status)) => status,
+            _ => {
+                tracing::warn!(event = row.id, "a stored status event cannot be read");
+                done.push(row.id);
+                continue;
+            }
+        };
+        let name = serde_json::to_value(status.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default();
+        let errors = serde_json::to_string(&status.errors).unwrap_or_else(|_| "[]".into());
+        let applied = loop {
+            match shared
+                .store
+                .apply_status(
+                    &row.endpoint,
+                    &status.message_id,
+                    &name,
+                    status.timestamp.saturating_mul(1000),
+                    errors.clone(),
+                )
+                .await
+            {
+                Ok(applied) => break applied,
+                Err(e) => {
+                    tracing::error!("cannot apply a status (retrying): {e}");
+                    if shared.is_stopping() {
+                        return;
+                    }
+                    tokio::time::sleep(STORE_RETRY).await;
+                }
+            }
+        };
+        tracing::debug!(endpoint = %row.endpoint, message = %status.message_id, status = %name, advanced = applied.advanced, "status");
+        let window_closed = status.errors.iter().any(|e| e.code == WINDOW_CLOSED_CODE);
+        if let (Some(outbox_id), Some(OutboxState::Failed), true) =
+            (applied.outbox_id, applied.state, window_closed)
+            && applied.advanced
+            && let Some(endpoint) = shared.endpoints.get(&row.endpoint)
+        {
+            let detail = status
+                .errors
+                .first()
+                .map(super::sender::describe_error)
+                .unwrap_or_default();
+            super::sender::window_closed_later(shared, endpoint, outbox_id, detail).await;
+        }
+        done.push(row.id);
+    }
+    mark_done(shared, done).await;
+}
+
+/// Fires due timers through their conversations' workers.
+pub async fn timer_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping = shared.stop_signal();
+    let mut retention_tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = retention_tick.tick() => prune(&shared).await,
+            _ = stopping.changed() => return,
+        }
+        match shared.store.due_timers(now_ms(), 256).await {
+            Ok(timers) => {
+                for timer in timers {
+                    if shared.workers.has_timer(timer.id) {
+                        continue;
+                    }
+                    let key = SessionKey::new(timer.endpoint.clone(), timer.conversation.clone());
+                    shared.workers.enqueue(&shared, key, Job::Timer(timer));
+                }
+            }
+            Err(e) => tracing::warn!("timers: {e}"),
+        }
+        if let Ok(depths) = shared.store.depths().await {
+            super::set_depths(&shared.metrics, &depths);
+        }
+    }
+}
+
+async fn prune(shared: &Shared) {
+    let keep_ms = u64::from(shared.retention_days) * 24 * 3600 * 1000;
+    match shared.store.prune(now_ms().saturating_sub(keep_ms)).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(rows = n, "pruned done events and inbox rows past retention"),
+        Err(e) => tracing::warn!("prune: {e}"),
+    }
+}
+
+/// A masked user for logs.
+pub fn masked_user(user: &str) -> String {
+    logging::phone(user).to_string()
+}

@@ -1,0 +1,107 @@
+//! What one conversation step produces, held until the step commits.
+//!
+//! The conversation runtime saves its session record through a [`SessionStore`] and hands
+//! outputs to an [`Outbound`]. Served, neither may touch the database or the network on its
+//! own: the new record, the outbox rows and the timers of one step are committed in ONE
+//! transaction by the conversation worker, so a crash keeps all of a step or none of it and
+//! a redelivered event is never answered twice. So both are staged here, per conversation:
+//! - [`StagedSessions`] reads through to the durable store and keeps `put`s in memory until
+//!   the worker [`take`](StagedSessions::take)s them into the commit;
+//! - [`Collector`] keeps delivered outputs until the worker takes them as outbox rows.
+//!
+//! What must stay true: only the conversation's own worker runs steps for a key, so a
+//! staged value is never seen by another step before it is committed or discarded.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use crate::conversation::{Outbound, SessionKey, SessionRecord, SessionStore, StoreError};
+use crate::plugins::types::BotOutput;
+use crate::store::Store;
+
+/// Session records: durable reads, staged writes.
+pub struct StagedSessions {
+    store: Arc<dyn Store>,
+    staged: Mutex<HashMap<SessionKey, SessionRecord>>,
+}
+
+impl StagedSessions {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        StagedSessions {
+            store,
+            staged: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The record a step left behind, if it saved one.
+    pub fn take(&self, key: &SessionKey) -> Option<SessionRecord> {
+        self.staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)
+    }
+
+    /// Forgets a staged record (the step could not be committed and will run again).
+    pub fn discard(&self, key: &SessionKey) {
+        self.take(key);
+    }
+}
+
+impl SessionStore for StagedSessions {
+    fn get(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
+        if let Some(record) = self
+            .staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+        {
+            return Ok(Some(record.clone()));
+        }
+        let Some(json) = self
+            .store
+            .session(&key.endpoint, &key.user)
+            .map_err(|e| StoreError(e.to_string()))?
+        else {
+            return Ok(None);
+        };
+        serde_json::from_str(&json)
+            .map(Some)
+            .map_err(|e| StoreError(format!("session {key} is not a valid record: {e}")))
+    }
+
+    fn put(&self, key: &SessionKey, record: &SessionRecord) -> Result<(), StoreError> {
+        self.staged
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), record.clone());
+        Ok(())
+    }
+}
+
+/// Outputs delivered during a step, per conversation, in order.
+#[derive(Clone, Default)]
+pub struct Collector {
+    outputs: Arc<Mutex<HashMap<SessionKey, Vec<BotOutput>>>>,
+}
+
+impl Collector {
+    pub fn take(&self, key: &SessionKey) -> Vec<BotOutput> {
+        self.outputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)
+            .unwrap_or_default()
+    }
+}
+
+impl Outbound for Collector {
+    async fn deliver(&self, key: &SessionKey, output: BotOutput) -> Result<(), String> {
+        self.outputs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .push(output);
+        Ok(())
+    }
+}

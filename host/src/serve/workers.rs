@@ -1,0 +1,380 @@
+//! Per-conversation workers: one conversation's events strictly in order, different
+//! conversations in parallel, every step committed in one transaction.
+//!
+//! [`Workers::enqueue`] appends a job to its conversation's queue and starts a worker task
+//! when none runs; the worker drains the queue and ends when it is empty (the queue entry
+//! exists exactly while a worker runs, both changed under one lock, so no job is ever left
+//! without a worker). A step ([`run_message`]) runs the conversation runtime with the
+//! staging store and collector, then commits the session record, the outbox rows (read
+//! receipt and typing indicator first, per endpoint setting), the 24-hour window and the
+//! handover timer with the event marked done, in one transaction, and only then hands the
+//! rows to the sender. A step that cannot commit is discarded and runs again: the flow is
+//! pure, so nothing it did is lost or doubled. On shutdown a worker finishes its step and
+//! leaves the rest pending in the store for the next start.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::Notify;
+
+use crate::conversation::{ConversationError, SessionKey, SessionRecord};
+use crate::plugins::types::{BotOutput, Event, EventBody, InboundMessage, MarkReadOutput};
+use crate::store::{
+    EventKind, EventRow, NewOutbox, NewTimer, OutboxRow, OutboxState, StepCommit, TimerRow,
+};
+
+use super::endpoint::Endpoint;
+use super::{Shared, now_ms};
+
+/// The timer that ends a handover when its mute runs out.
+pub const HANDOVER_END: &str = "handover_end";
+
+/// The longest wait between retries of a step whose store calls fail.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
+
+/// Work for one conversation.
+#[derive(Debug, Clone)]
+pub enum Job {
+    Event(EventRow),
+    Timer(TimerRow),
+}
+
+/// A step failed in a way worth retrying (the store); the event stays pending.
+struct Retry(String);
+
+#[derive(Default)]
+pub struct Workers {
+    queues: std::sync::Mutex<HashMap<SessionKey, VecDeque<Job>>>,
+    /// Timers queued or running, so the timer tick does not queue one twice.
+    timers: std::sync::Mutex<HashSet<i64>>,
+    active: AtomicUsize,
+    idle: Notify,
+}
+
+impl Workers {
+    pub fn enqueue(&self, shared: &Arc<Shared>, key: SessionKey, job: Job) {
+        if let Job::Timer(timer) = &job {
+            self.timers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(timer.id);
+        }
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(queue) = queues.get_mut(&key) {
+            queue.push_back(job);
+            return;
+        }
+        queues.insert(key.clone(), VecDeque::from([job]));
+        let active = self.active.fetch_add(1, Ordering::SeqCst) + 1;
+        shared
+            .metrics
+            .conversations_active
+            .set(i64::try_from(active).unwrap_or(i64::MAX));
+        tokio::spawn(run(shared.clone(), key));
+    }
+
+    pub fn has_timer(&self, id: i64) -> bool {
+        self.timers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
+    }
+
+    /// Conversations with a running worker.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::SeqCst)
+    }
+
+    /// Waits until no worker runs (after shutdown was signalled, none starts again).
+    pub async fn wait_idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.active() == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn next(&self, key: &SessionKey, stopping: bool) -> Option<Job> {
+        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let job = match queues.get_mut(key) {
+            Some(queue) if !stopping => queue.pop_front(),
+            _ => None,
+        };
+        if job.is_none() {
+            queues.remove(key);
+        }
+        job
+    }
+
+    fn finished(&self, shared: &Shared) {
+        let left = self.active.fetch_sub(1, Ordering::SeqCst).saturating_sub(1);
+        shared
+            .metrics
+            .conversations_active
+            .set(i64::try_from(left).unwrap_or(i64::MAX));
+        if left == 0 {
+            self.idle.notify_waiters();
+        }
+    }
+}
+
+async fn run(shared: Arc<Shared>, key: SessionKey) {
+    while let Some(job) = shared.workers.next(&key, shared.is_stopping()) {
+        let mut wait = Duration::from_millis(200);
+        loop {
+            match run_job(&shared, &key, &job).await {
+                Ok(()) => break,
+                Err(Retry(reason)) => {
+                    tracing::warn!(conversation = %super::pipeline::masked_user(&key.user), endpoint = %key.endpoint, %reason, "step not committed; retrying");
+                    if shared.is_stopping() {
+                        break;
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(MAX_RETRY_WAIT);
+                }
+            }
+        }
+        if let Job::Timer(timer) = &job {
+            shared
+                .workers
+                .timers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&timer.id);
+        }
+    }
+    shared.workers.finished(&shared);
+}
+
+async fn run_job(shared: &Arc<Shared>, key: &SessionKey, job: &Job) -> Result<(), Retry> {
+    let Some(endpoint) = shared.endpoints.get(&key.endpoint).cloned() else {
+        // The endpoint left the configuration: keep the event, log it, move on.
+        tracing::warn!(endpoint = %key.endpoint, "event for an endpoint that is not configured");
+        if let Job::Event(row) = job {
+            commit(shared, done_only(key, row.id)).await?;
+        }
+        return Ok(());
+    };
+    match job {
+        Job::Event(row) => match row.kind {
+            EventKind::SendFailed => run_send_failed(shared, &endpoint, key, row).await,
+            _ => {
+                let message =
+                    serde_json::from_str::<Event>(&row.body)
+                        .ok()
+                        .and_then(|e| match e.body {
+                            EventBody::Message(m) => Some((m, e.business)),
+                            _ => None,
+                        });
+                match message {
+                    Some((message, business)) => {
+                        run_message(shared, &endpoint, key, row.id, message, business).await
+                    }
+                    None => {
+                        tracing::warn!(event = row.id, "a stored message event cannot be read");
+                        commit(shared, done_only(key, row.id)).await.map(drop)
+                    }
+                }
+            }
+        },
+        Job::Timer(timer) => run_timer(shared, &endpoint, key, timer).await,
+    }
+}
+
+fn done_only(key: &SessionKey, event: i64) -> StepCommit {
+    StepCommit {
+        endpoint: key.endpoint.clone(),
+        conversation: key.user.clone(),
+        event_done: Some(event),
+        ..StepCommit::default()
+    }
+}
+
+/// One inbound message: runtime step, then one commit, then the sender.
+async fn run_message(
+    shared: &Arc<Shared>,
+    endpoint: &Endpoint,
+    key: &SessionKey,
+    event_id: i64,
+    message: InboundMessage,
+    business: crate::plugins::types::Business,
+) -> Result<(), Retry> {
+    // The window opens at the user's message as Meta stamped it (capped at now: a clock
+    // ahead of ours must not stretch the window).
+    let now = now_ms();
+    let inbound_ms = message.timestamp.saturating_mul(1000).min(now);
+    let mut step = done_only(key, event_id);
+    step.inbound_ms = Some(inbound_ms);
+    if !endpoint.config.enabled {
+        // Disabled: acknowledged and stored, never answered.
+        return commit(shared, step).await.map(drop);
+    }
+    let recipient = json_or_retry(&message.user)?;
+    let business_json = json_or_retry(&business)?;
+    let message_id = message.id.clone();
+    let result = endpoint.conversations.handle(message, business).await;
+    let outputs = endpoint.collector.take(key);
+    let session = endpoint.sessions.take(key);
+    match &result {
+        Err(ConversationError::Store(e)) => {
+            return Err(Retry(format!("session store: {e}")));
+        }
+        Err(e) => {
+            tracing::warn!(endpoint = %key.endpoint, conversation = %super::pipeline::masked_user(&key.user), "step failed: {e}");
+        }
+        Ok(report) => {
+            for error in &report.errors {
+                tracing::warn!(endpoint = %key.endpoint, conversation = %super::pipeline::masked_user(&key.user), %error, "flow error");
+            }
+        }
+    }
+
+    let mut rows = Vec::with_capacity(outputs.len() + 1);
+    if endpoint.config.mark_read {
+        rows.push(BotOutput::MarkRead(MarkReadOutput {
+            message_id,
+            typing: endpoint.config.typing_indicator && !outputs.is_empty(),
+        }));
+    }
+    rows.extend(outputs);
+    for output in rows {
+        step.outbox.push(NewOutbox {
+            free_form: is_free_form(&output),
+            output: json_or_retry(&output)?,
+            recipient: recipient.clone(),
+            business: business_json.clone(),
+            not_before_ms: 0,
+        });
+    }
+    set_session(&mut step, session)?;
+    commit(shared, step).await.map(drop)
+}
+
+/// Puts the staged record and its handover timer into the commit.
+fn set_session(step: &mut StepCommit, session: Option<SessionRecord>) -> Result<(), Retry> {
+    let Some(record) = session else {
+        return Ok(());
+    };
+    match &record.handover {
+        Some(handover) => step.timers.push(NewTimer {
+            kind: HANDOVER_END.into(),
+            due_ms: handover.until_ms,
+        }),
+        None => step.cancel_timers.push(HANDOVER_END.into()),
+    }
+    step.session = Some(json_or_retry(&record)?);
+    Ok(())
+}
+
+/// The host gave up on an output: the conversation learns it (`{{send_failed.reason}}`).
+async fn run_send_failed(
+    shared: &Arc<Shared>,
+    endpoint: &Endpoint,
+    key: &SessionKey,
+    row: &EventRow,
+) -> Result<(), Retry> {
+    let data: serde_json::Value =
+        serde_json::from_str(&row.body).unwrap_or_else(|_| json!({ "raw": row.body }));
+    let reason = data
+        .get("reason")
+        .and_then(|r| r.as_str())
+        .unwrap_or("unknown")
+        .to_string();
+    let result = endpoint
+        .conversations
+        .record_event(
+            key,
+            "send_failed",
+            data,
+            format!("[message not delivered: {reason}]"),
+        )
+        .await;
+    let session = endpoint.sessions.take(key);
+    if let Err(e) = result {
+        return Err(Retry(e.to_string()));
+    }
+    let mut step = done_only(key, row.id);
+    set_session(&mut step, session)?;
+    commit(shared, step).await.map(drop)
+}
+
+async fn run_timer(
+    shared: &Arc<Shared>,
+    endpoint: &Endpoint,
+    key: &SessionKey,
+    timer: &TimerRow,
+) -> Result<(), Retry> {
+    if timer.kind == HANDOVER_END {
+        let ended = endpoint
+            .conversations
+            .expire_handover(key)
+            .await
+            .map_err(|e| Retry(e.to_string()))?;
+        let session = endpoint.sessions.take(key);
+        if ended {
+            let mut step = StepCommit {
+                endpoint: key.endpoint.clone(),
+                conversation: key.user.clone(),
+                ..StepCommit::default()
+            };
+            set_session(&mut step, session)?;
+            commit(shared, step).await?;
+        }
+    } else {
+        tracing::warn!(kind = %timer.kind, "unknown timer kind; dropped");
+    }
+    shared
+        .store
+        .timer_done(timer.id)
+        .await
+        .map_err(|e| Retry(e.to_string()))
+}
+
+/// Commits a step and hands its outbox rows to the sender.
+async fn commit(shared: &Arc<Shared>, step: StepCommit) -> Result<Vec<i64>, Retry> {
+    let outbox = step.outbox.clone();
+    let (endpoint, conversation) = (step.endpoint.clone(), step.conversation.clone());
+    let ids = shared
+        .store
+        .commit_step(step)
+        .await
+        .map_err(|e| Retry(e.to_string()))?;
+    if !ids.is_empty() {
+        let created_ms = now_ms();
+        let rows = ids
+            .iter()
+            .zip(outbox)
+            .map(|(id, row)| OutboxRow {
+                id: *id,
+                endpoint: endpoint.clone(),
+                conversation: conversation.clone(),
+                recipient: row.recipient,
+                business: row.business,
+                output: row.output,
+                free_form: row.free_form,
+                state: OutboxState::Pending,
+                attempts: 0,
+                parts_sent: 0,
+                next_attempt_ms: row.not_before_ms,
+                last_error: None,
+                created_ms,
+            })
+            .collect();
+        shared.sender.enqueue(rows);
+    }
+    Ok(ids)
+}
+
+/// Free-form messages need an open 24-hour window; templates and read receipts do not.
+pub fn is_free_form(output: &BotOutput) -> bool {
+    !matches!(output, BotOutput::Template(_) | BotOutput::MarkRead(_))
+}
+
+fn json_or_retry<T: serde::Serialize>(value: &T) -> Result<String, Retry> {
+    serde_json::to_string(value).map_err(|e| Retry(format!("cannot serialize: {e}")))
+}
