@@ -11,3 +11,4 @@ mod cli;
 mod golden;
 mod hooks;
 mod runtime;
+mod serve;

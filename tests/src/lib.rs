@@ -9,6 +9,9 @@
 //!   `serde_json::Value`. Both are generated from the same WIT with the same serde derives,
 //!   so the JSON shape must be identical; a failure here is a real contract bug.
 
+pub mod mock_graph;
+pub mod webhook;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 

@@ -78,7 +78,7 @@ pub(crate) async fn deliver_paced<O: Outbound>(
         });
         // A typing indicator that fails is cosmetic: log and go on with the real outputs.
         if let Err(reason) = outbound.deliver(key, typing).await {
-            tracing::warn!(conversation = %key, %reason, "typing indicator not delivered");
+            tracing::warn!(conversation = %key.masked(), %reason, "typing indicator not delivered");
         }
     }
     for output in outputs {

@@ -75,6 +75,13 @@ impl SessionKey {
     }
 }
 
+impl SessionKey {
+    /// The key for logs: the user part masked when PII masking is on (`mask_pii`).
+    pub fn masked(&self) -> String {
+        format!("wa_{}", crate::serve::logging::phone(&self.user))
+    }
+}
+
 impl fmt::Display for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "wa_{}", self.user)

@@ -421,7 +421,7 @@ impl<O: Outbound, H: HttpExecutor, S: HandoverSink> Conversations<O, H, S> {
         let record = match self.store.get(key) {
             Ok(record) => record?,
             Err(e) => {
-                tracing::warn!(conversation = %key, "session store: {e}");
+                tracing::warn!(conversation = %key.masked(), "session store: {e}");
                 return None;
             }
         };
@@ -547,7 +547,7 @@ impl<O: Outbound, H: HttpExecutor, S: HandoverSink> Conversations<O, H, S> {
         match deliver_paced(&self.outbound, lane, key, outputs, delay, typing_for).await {
             Ok(delivered) => report.delivered.extend(delivered),
             Err((delivered, reason)) => {
-                tracing::warn!(conversation = %key, %reason, "delivery failed");
+                tracing::warn!(conversation = %key.masked(), %reason, "delivery failed");
                 report.delivered.extend(delivered);
                 report.errors.push(format!("delivery failed: {reason}"));
             }

@@ -51,13 +51,13 @@ impl HandoverSink for WebhookHandover {
             Ok(response) if response.status().is_success() => {}
             Ok(response) => tracing::warn!(
                 kind = ?event.kind,
-                conversation = %event.conversation,
+                conversation = %crate::serve::logging::phone(&event.conversation),
                 status = response.status().as_u16(),
                 "handover webhook refused the event"
             ),
             Err(e) => tracing::warn!(
                 kind = ?event.kind,
-                conversation = %event.conversation,
+                conversation = %crate::serve::logging::phone(&event.conversation),
                 error = %e.without_url(),
                 "handover webhook not reached"
             ),

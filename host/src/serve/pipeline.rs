@@ -24,12 +24,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::conversation::SessionKey;
-use crate::plugins::types::{Event, EventBody};
+use crate::plugins::types::{DeliveryStatus, Event, EventBody};
 use crate::store::{DemuxOutcome, Demuxed, EventKind, EventRow, InboxRow, NewEvent, OutboxState};
 
 use super::endpoint::Endpoint;
 use super::workers::Job;
-use super::{Shared, logging, now_ms};
+use super::{Shared, now_ms};
 
 /// Inbox rows decoded and recorded per store call.
 const DEMUX_BATCH: usize = 256;
@@ -252,10 +252,13 @@ pub async fn apply_statuses(shared: &Arc<Shared>, rows: Vec<EventRow>) {
                 continue;
             }
         };
-        let name = serde_json::to_value(status.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default();
+        let name = match status.status {
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Delivered => "delivered",
+            DeliveryStatus::Read => "read",
+            DeliveryStatus::Played => "played",
+            DeliveryStatus::Failed => "failed",
+        };
         let errors = serde_json::to_string(&status.errors).unwrap_or_else(|_| "[]".into());
         let applied = loop {
             match shared
@@ -263,7 +266,7 @@ pub async fn apply_statuses(shared: &Arc<Shared>, rows: Vec<EventRow>) {
                 .apply_status(
                     &row.endpoint,
                     &status.message_id,
-                    &name,
+                    name,
                     status.timestamp.saturating_mul(1000),
                     errors.clone(),
                 )
@@ -335,9 +338,4 @@ async fn prune(shared: &Shared) {
         Ok(n) => tracing::info!(rows = n, "pruned done events and inbox rows past retention"),
         Err(e) => tracing::warn!("prune: {e}"),
     }
-}
-
-/// A masked user for logs.
-pub fn masked_user(user: &str) -> String {
-    logging::phone(user).to_string()
 }

@@ -125,7 +125,6 @@ struct Conv {
     in_flight: bool,
     /// In the ready queue or the delayed heap.
     scheduled: bool,
-    last_sent_ms: Option<u64>,
 }
 
 /// An endpoint's limiters.
@@ -161,6 +160,10 @@ struct Schedule {
     limits: HashMap<String, Limits>,
     permits: Arc<Semaphore>,
     in_flight: usize,
+    /// When each conversation last got a paced message. Kept after its queue empties: the
+    /// message delay holds across steps (a quick second question gets its answer no sooner
+    /// than the delay after the first answer).
+    last_sent: HashMap<SessionKey, u64>,
 }
 
 /// Runs the schedule until shutdown, then waits for sends in flight.
@@ -184,6 +187,7 @@ pub async fn sender_loop(
         delayed: BinaryHeap::new(),
         limits,
         in_flight: 0,
+        last_sent: HashMap::new(),
     };
     drop(handle);
     schedule.add(resumed);
@@ -207,6 +211,14 @@ pub async fn sender_loop(
                 schedule.promote_due();
             }
             _ = prune_pairs.tick() => {
+                let longest = shared
+                    .endpoints
+                    .values()
+                    .map(|e| e.config.message_delay_ms)
+                    .max()
+                    .unwrap_or(0);
+                let cutoff = now_ms().saturating_sub(longest);
+                schedule.last_sent.retain(|_, at| *at > cutoff);
                 for limits in schedule.limits.values() {
                     limits.pairs.retain_recent();
                 }
@@ -270,7 +282,7 @@ impl Schedule {
         let delay_ms = endpoint.as_ref().map_or(0, |e| e.config.message_delay_ms);
         let mut due = front.row.next_attempt_ms;
         if !front.plain_receipt()
-            && let Some(last) = conv.last_sent_ms
+            && let Some(last) = self.last_sent.get(key).copied()
         {
             due = due.max(last.saturating_add(delay_ms));
         }
@@ -346,7 +358,7 @@ impl Schedule {
                 if let Some(sent) = conv.rows.pop_front()
                     && !sent.plain_receipt()
                 {
-                    conv.last_sent_ms = Some(now);
+                    self.last_sent.insert(key.clone(), now);
                 }
             }
             Done::Dead => {

@@ -130,7 +130,7 @@ async fn run(shared: Arc<Shared>, key: SessionKey) {
             match run_job(&shared, &key, &job).await {
                 Ok(()) => break,
                 Err(Retry(reason)) => {
-                    tracing::warn!(conversation = %super::pipeline::masked_user(&key.user), endpoint = %key.endpoint, %reason, "step not committed; retrying");
+                    tracing::warn!(conversation = %key.masked(), endpoint = %key.endpoint, %reason, "step not committed; retrying");
                     if shared.is_stopping() {
                         break;
                     }
@@ -225,11 +225,11 @@ async fn run_message(
             return Err(Retry(format!("session store: {e}")));
         }
         Err(e) => {
-            tracing::warn!(endpoint = %key.endpoint, conversation = %super::pipeline::masked_user(&key.user), "step failed: {e}");
+            tracing::warn!(endpoint = %key.endpoint, conversation = %key.masked(), "step failed: {e}");
         }
         Ok(report) => {
             for error in &report.errors {
-                tracing::warn!(endpoint = %key.endpoint, conversation = %super::pipeline::masked_user(&key.user), %error, "flow error");
+                tracing::warn!(endpoint = %key.endpoint, conversation = %key.masked(), %error, "flow error");
             }
         }
     }
