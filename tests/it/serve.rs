@@ -911,3 +911,104 @@ async fn sigkill_loses_no_acknowledged_message_and_sends_no_reply_twice() {
     drop(node);
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_failure_reported_later_in_a_status_sends_the_template() {
+    // Meta often accepts the send and reports 131047 afterwards in a `failed` status: the
+    // host reconciles it like a synchronous refusal.
+    let (server, mock, dir) =
+        start_host("window_template = { name = 'reopen', language = 'en_US' }").await;
+    let from = "16315551191";
+    mock.push(Reply::OkWithId("wamid.late-fail".into()));
+    send_text(&server, from, "wamid.in.late", "hi").await;
+    mock.wait_for(1, WAIT).await;
+    outbox_row_when(&server.store(), 1, WAIT, |r| r.state == OutboxState::Sent).await;
+    let failed = webhook::status(
+        PNID,
+        "wamid.late-fail",
+        "failed",
+        from,
+        Some((131047, "Re-engagement message")),
+    );
+    let response = webhook::post(&client(), &webhook_url(&server, "shop"), &failed, SECRET).await;
+    assert_eq!(response.status(), 200);
+
+    let requests = mock.wait_for(2, WAIT).await;
+    assert_eq!(
+        requests[1].message_type(),
+        Some("template"),
+        "{}",
+        describe(&requests)
+    );
+    assert_eq!(requests[1].to(), Some(from));
+    assert_eq!(
+        requests[1].body.pointer("/template/name"),
+        Some(&json!("reopen"))
+    );
+    let row = outbox_row_when(&server.store(), 1, WAIT, |r| r.state == OutboxState::Failed)
+        .await
+        .expect("row 1");
+    assert_eq!(row.state, OutboxState::Failed);
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(mock.requests().len(), 2, "{}", describe(&mock.requests()));
+    server.shutdown().await.expect("graceful shutdown");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_outside_the_window_is_never_attempted_free_form() {
+    // The user's message is 25 hours old when it finally arrives (Meta redelivers for days):
+    // a free-form reply is not even tried; without a template it is a dead letter.
+    let (server, mock, dir) = start_host("").await;
+    let from = "16315551192";
+    let old = webhook::now_ts() - 25 * 3600;
+    let body = webhook::text_message(PNID, from, "wamid.in.old", "hi", old);
+    let response = webhook::post(&client(), &webhook_url(&server, "shop"), &body, SECRET).await;
+    assert_eq!(response.status(), 200);
+    let letters = dead_letters_when(&server.store(), 1).await;
+    assert_eq!(letters[0].reason, "window_closed", "{letters:#?}");
+    assert_eq!(letters[0].source, "outbox");
+    tokio::time::sleep(SETTLE).await;
+    assert!(mock.requests().is_empty(), "{}", describe(&mock.requests()));
+    server.shutdown().await.expect("graceful shutdown");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_message_delay_spaces_replies_and_a_typing_indicator_leads_them() {
+    let (server, mock, dir) = start_host("message_delay_ms = 400\ntyping_indicator = true").await;
+    let from = "16315551193";
+    send_text(&server, from, "wamid.in.d1", "hi").await;
+    // The receipt with typing indicator, then the greeting.
+    mock.wait_for(2, WAIT).await;
+    send_text(&server, from, "wamid.in.d2", "hours").await;
+    // A second receipt+typing, then the hours and "Anything else?".
+    let requests = mock.wait_for(5, WAIT).await;
+    tokio::time::sleep(SETTLE).await;
+    let requests_now = mock.requests();
+    assert_eq!(requests_now.len(), 5, "{}", describe(&requests_now));
+    assert!(requests[0].is_mark_read(), "{}", describe(&requests));
+    assert_eq!(
+        requests[0].body.pointer("/typing_indicator/type"),
+        Some(&json!("text")),
+        "{}",
+        requests[0].raw_body
+    );
+    let messages: Vec<&Request> = requests.iter().filter(|r| !r.is_mark_read()).collect();
+    assert_eq!(messages.len(), 3, "{}", describe(&requests));
+    assert_eq!(messages[1].text().as_deref(), Some(HOURS));
+    assert_eq!(messages[2].text().as_deref(), Some(ANYTHING_ELSE));
+    // The typing indicator shows for the delay; consecutive messages keep the gap, also
+    // across two steps of the conversation.
+    assert!(messages[0].at - requests[0].at >= Duration::from_millis(390));
+    for pair in messages.windows(2) {
+        let gap = pair[1].at - pair[0].at;
+        assert!(
+            gap >= Duration::from_millis(390),
+            "gap {gap:?}: {}",
+            describe(&requests)
+        );
+    }
+    server.shutdown().await.expect("graceful shutdown");
+    let _ = std::fs::remove_dir_all(dir);
+}

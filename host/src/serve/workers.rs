@@ -235,11 +235,10 @@ async fn run_message(
     }
 
     let mut rows = Vec::with_capacity(outputs.len() + 1);
-    if endpoint.config.mark_read {
-        rows.push(BotOutput::MarkRead(MarkReadOutput {
-            message_id,
-            typing: endpoint.config.typing_indicator && !outputs.is_empty(),
-        }));
+    // Meta's typing indicator rides on the read receipt, so it marks the message read too.
+    let typing = endpoint.config.typing_indicator && !outputs.is_empty();
+    if endpoint.config.mark_read || typing {
+        rows.push(BotOutput::MarkRead(MarkReadOutput { message_id, typing }));
     }
     rows.extend(outputs);
     for output in rows {
