@@ -12,6 +12,8 @@
 
 use serde_json::{Value, json};
 
+pub mod loadgen;
+
 /// One text message from one sender: the common webhook.
 pub const ONE_MESSAGE: &str = include_str!("../../adapter/tests/fixtures/inbound/msg_text.json");
 

@@ -27,7 +27,7 @@ use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
-use governor::clock::{Clock as _, DefaultClock};
+use governor::clock::Clock as _;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::json;
 use tokio::sync::{Semaphore, mpsc};
@@ -295,7 +295,8 @@ impl Schedule {
             return true;
         }
         if let Some(limits) = self.limits.get(&key.endpoint) {
-            let clock = DefaultClock::default();
+            // The limiter's own clock: a new `DefaultClock` calibrates itself (costly).
+            let clock = limits.number.clock();
             let wait = if front.receipt() {
                 None
             } else {
