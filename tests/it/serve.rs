@@ -71,6 +71,9 @@ fn config_toml(listen: &str, data_dir: &Path, graph: &str, delays_ms: &str, extr
 data_dir = '{data}'
 mask_pii = false
 
+[sender]
+request_timeout_ms = 1500
+
 [sender.retry]
 delays_ms = {delays_ms}
 jitter = 0.0
@@ -1009,6 +1012,34 @@ async fn the_message_delay_spaces_replies_and_a_typing_indicator_leads_them() {
             describe(&requests)
         );
     }
+    server.shutdown().await.expect("graceful shutdown");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graph_api_that_does_not_answer_in_time_is_retried() {
+    let (server, mock, dir) = start_host("").await;
+    let from = "16315551194";
+    // Longer than `request_timeout_ms` (1.5 s): the host gives up waiting and retries.
+    mock.push(Reply::Hang(Duration::from_secs(4)));
+    send_text(&server, from, "wamid.in.hang", "hi").await;
+    let requests = mock.wait_for(2, WAIT).await;
+    assert_eq!(
+        requests[1].body,
+        greeting_body(from),
+        "{}",
+        describe(&requests)
+    );
+    let gap = requests[1].at - requests[0].at;
+    assert!(
+        gap >= Duration::from_millis(1500) && gap < Duration::from_millis(3900),
+        "the retry must follow the timeout, not the hung answer: {gap:?}"
+    );
+    let row = outbox_row_when(&server.store(), 1, WAIT, |r| r.state == OutboxState::Sent)
+        .await
+        .expect("row 1");
+    assert_eq!(row.state, OutboxState::Sent);
+    assert_eq!(row.attempts, 1, "{row:#?}");
     server.shutdown().await.expect("graceful shutdown");
     let _ = std::fs::remove_dir_all(dir);
 }
