@@ -3,12 +3,31 @@
 //!
 //! Every write (and every read made on an async path) is a *job*: a closure over the
 //! writer's transaction plus the oneshot that answers its caller. The writer thread blocks
-//! for one job, drains whatever else is queued (up to `batch_max`), runs each job inside its
-//! own `SAVEPOINT` of a single `BEGIN IMMEDIATE` transaction and commits once. Replies are
-//! sent only after that commit succeeded, so an `Ok` means durable (with
-//! `synchronous=FULL`), and a hundred concurrent webhook appends cost one fsync instead of a
-//! hundred. A job that fails rolls back to its savepoint only: its caller gets the error,
-//! the rest of the batch commits. A failed commit fails every job of the batch.
+//! for one job, drains whatever else is queued (up to `batch_max`), runs the jobs in a
+//! single `BEGIN IMMEDIATE` transaction and commits once. Replies are sent only after that
+//! commit succeeded, so an `Ok` means durable (with `synchronous=FULL`), and a hundred
+//! concurrent webhook appends cost one fsync instead of a hundred. A failed commit fails
+//! every job of the batch.
+//!
+//! A job that fails only fails its own caller; the rest of the batch commits. The writer
+//! gets there in two steps:
+//! - *fast path*: the jobs run one after the other straight in the transaction, without
+//!   savepoints. If all succeed, the batch commits. This is the common case, and it costs
+//!   no `SAVEPOINT`/`RELEASE` pair per job.
+//! - *careful path*: at the first job that fails (an error or a panic) the writer rolls
+//!   the **whole** transaction back, opens a new one and runs the batch again, each job in
+//!   its own `SAVEPOINT`: a failing job rolls back to its savepoint only.
+//!
+//! This is safe because a failed fast attempt leaves nothing behind: its rollback undoes
+//! every job's writes (and the AUTOINCREMENT counters), and no caller has been answered
+//! yet, so each job's effects are applied exactly once, by the attempt that commits. Jobs
+//! are therefore `Fn` closures over data they own (they may run twice) and must not have
+//! effects outside the transaction. A job that panicked is not run again: it is answered
+//! as panicked, the others are re-run.
+//!
+//! Every statement goes through the connection's prepared-statement cache (sized above
+//! the number of distinct statements here), transaction control included, so SQLite parses
+//! each statement once per connection rather than on every call.
 //!
 //! The synchronous reads of the conversation runtime ([`Store::session`],
 //! [`Store::last_inbound`]) go to a reader connection instead, so they never wait behind a
@@ -26,7 +45,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::Type;
-use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 use rusqlite_migration::{M, Migrations};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
@@ -46,6 +65,10 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Reader connections for the synchronous reads.
 const READERS: usize = 2;
+
+/// Prepared statements kept per connection. Above the number of distinct statements this
+/// file runs, so none is ever parsed twice (rusqlite's default is 16).
+const STATEMENT_CACHE: usize = 128;
 
 /// How hard SQLite syncs the WAL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -139,6 +162,7 @@ impl SqliteStore {
             .ctx("setting synchronous")?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .ctx("setting foreign_keys")?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         Migrations::from_slice(MIGRATIONS)
             .to_latest(&mut conn)
             .map_err(|e| StoreError(format!("migrating {}: {e}", path.display())))?;
@@ -154,6 +178,7 @@ impl SqliteStore {
             reader
                 .pragma_update(None, "query_only", "ON")
                 .ctx("setting query_only")?;
+            reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
             readers.push(Mutex::new(reader));
         }
 
@@ -181,12 +206,12 @@ impl SqliteStore {
     fn submit<R, F>(&self, f: F) -> StoreFuture<'_, R>
     where
         R: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+        F: Fn(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(TypedJob {
-            f: Some(f),
-            result: None,
+            f,
+            outcome: Outcome::NotRun,
             reply,
         });
         let queued = self
@@ -247,92 +272,144 @@ fn writer_stopped() -> StoreError {
 
 /// A queued unit of work with its result type erased.
 trait Job: Send {
-    /// Runs inside the batch transaction (within the job's savepoint). Returns whether it
-    /// succeeded, i.e. whether its savepoint is to be kept.
-    fn run(&mut self, tx: &Transaction<'_>) -> bool;
+    /// Runs inside the batch transaction and returns whether it succeeded. May run again
+    /// after an attempt that was rolled back (see [`run_batch`]); each run replaces the
+    /// last one's result. A job whose last run panicked does not run again.
+    fn run(&mut self, tx: &Connection) -> bool;
     /// Answers the caller once the batch is over: `batch` is the commit's outcome.
     fn reply(self: Box<Self>, batch: Result<(), StoreError>);
 }
 
+/// What a job's last run did.
+enum Outcome<R> {
+    NotRun,
+    /// Also the state during a run: a run that unwinds leaves it.
+    Panicked,
+    Done(Result<R, StoreError>),
+}
+
 struct TypedJob<R, F> {
-    f: Option<F>,
-    result: Option<Result<R, StoreError>>,
+    /// `Fn`, not `FnOnce`: the fast path may roll a batch back and run it again.
+    f: F,
+    outcome: Outcome<R>,
     reply: oneshot::Sender<Result<R, StoreError>>,
 }
 
 impl<R, F> Job for TypedJob<R, F>
 where
     R: Send + 'static,
-    F: FnOnce(&Transaction<'_>) -> Result<R, StoreError> + Send + 'static,
+    F: Fn(&Connection) -> Result<R, StoreError> + Send + 'static,
 {
-    fn run(&mut self, tx: &Transaction<'_>) -> bool {
-        let Some(f) = self.f.take() else {
+    fn run(&mut self, tx: &Connection) -> bool {
+        if matches!(self.outcome, Outcome::Panicked) {
             return false;
-        };
-        let result = f(tx);
+        }
+        self.outcome = Outcome::Panicked;
+        let result = (self.f)(tx);
         let ok = result.is_ok();
-        self.result = Some(result);
+        self.outcome = Outcome::Done(result);
         ok
     }
 
     fn reply(self: Box<Self>, batch: Result<(), StoreError>) {
-        let TypedJob { f, result, reply } = *self;
-        let answer = match (result, batch) {
+        let TypedJob { outcome, reply, .. } = *self;
+        let answer = match (outcome, batch) {
             // The job's own error is more precise than the batch's.
-            (Some(Err(e)), _) => Err(e),
-            (Some(Ok(value)), Ok(())) => Ok(value),
+            (Outcome::Done(Err(e)), _) => Err(e),
+            (Outcome::Done(Ok(value)), Ok(())) => Ok(value),
             (_, Err(e)) => Err(e),
-            (None, Ok(())) if f.is_some() => Err(StoreError("store job did not run".into())),
-            (None, Ok(())) => Err(StoreError("store job panicked".into())),
+            (Outcome::NotRun, Ok(())) => Err(StoreError("store job did not run".into())),
+            (Outcome::Panicked, Ok(())) => Err(StoreError("store job panicked".into())),
         };
         // The caller may have dropped its future: nothing to tell then.
         let _ = reply.send(answer);
     }
 }
 
-fn writer_loop(mut conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, batch_max: usize) {
+fn writer_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, batch_max: usize) {
+    let mut batch = Vec::with_capacity(batch_max.min(1024));
     while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
+        batch.push(first);
         while batch.len() < batch_max {
             match queue.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
-        let outcome = run_batch(&mut conn, &mut batch);
+        let outcome = run_batch(&conn, &mut batch);
         if let Err(e) = &outcome {
             tracing::error!(jobs = batch.len(), error = %e, "store batch failed");
         }
-        for job in batch {
+        for job in batch.drain(..) {
             job.reply(outcome.clone());
         }
     }
     tracing::debug!("store writer stopped");
 }
 
-/// Runs a batch in one transaction, each job in its own savepoint, and commits.
-fn run_batch(conn: &mut Connection, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
-    // A rollback that failed on drop can leave a transaction open; BEGIN would then fail
-    // forever.
+/// Runs one cached statement that returns no rows (transaction control).
+fn exec_cached(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+/// Runs a job, containing a panic: a panicking job must not take the writer (and every
+/// later write) down with it.
+fn run_job(job: &mut Box<dyn Job>, tx: &Connection) -> bool {
+    catch_unwind(AssertUnwindSafe(|| job.run(tx))).unwrap_or(false)
+}
+
+/// Rolls back whatever transaction is open; SQLite may already have rolled it back itself
+/// (a full disk, an I/O error), which is fine.
+fn rollback(conn: &Connection) {
     if !conn.is_autocommit() {
-        let _ = conn.execute_batch("ROLLBACK");
+        let _ = exec_cached(conn, "ROLLBACK");
     }
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .ctx("beginning a transaction")?;
+}
+
+/// Runs a batch in one transaction and commits it.
+///
+/// Fast path: every job runs straight in the transaction. If all of them succeed, that
+/// is the batch. If one fails (or panics), the whole transaction is rolled back and the
+/// batch runs again the careful way, each job in its own savepoint, so the failing job
+/// only fails its own caller.
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+    // A rollback that failed earlier can leave a transaction open; BEGIN would then fail
+    // forever.
+    rollback(conn);
+    exec_cached(conn, "BEGIN IMMEDIATE").ctx("beginning a transaction")?;
+    let mut all_ok = true;
     for job in batch.iter_mut() {
-        tx.execute_batch("SAVEPOINT job")
-            .ctx("opening a savepoint")?;
-        // A panicking job must not take the writer (and every later write) down with it.
-        let ok = catch_unwind(AssertUnwindSafe(|| job.run(&tx))).unwrap_or(false);
-        let end = if ok {
-            "RELEASE job"
-        } else {
-            "ROLLBACK TO job; RELEASE job"
-        };
-        tx.execute_batch(end).ctx("closing a savepoint")?;
+        if !run_job(job, conn) {
+            all_ok = false;
+            break;
+        }
     }
-    tx.commit().ctx("committing")
+    if !all_ok {
+        // Nothing of the attempt survives this: no job's effects can apply twice.
+        rollback(conn);
+        exec_cached(conn, "BEGIN IMMEDIATE").ctx("beginning a transaction")?;
+        if let Err(e) = run_batch_careful(conn, batch) {
+            rollback(conn);
+            return Err(e);
+        }
+    }
+    let committed = exec_cached(conn, "COMMIT").ctx("committing");
+    if committed.is_err() {
+        rollback(conn);
+    }
+    committed
+}
+
+/// Runs each job of the batch in its own savepoint, inside the open transaction.
+fn run_batch_careful(conn: &Connection, batch: &mut [Box<dyn Job>]) -> Result<(), StoreError> {
+    for job in batch.iter_mut() {
+        exec_cached(conn, "SAVEPOINT job").ctx("opening a savepoint")?;
+        if !run_job(job, conn) {
+            exec_cached(conn, "ROLLBACK TO job").ctx("closing a savepoint")?;
+        }
+        exec_cached(conn, "RELEASE job").ctx("closing a savepoint")?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------
@@ -348,6 +425,21 @@ impl<T> Ctx<T> for Result<T, rusqlite::Error> {
     fn ctx(self, what: &str) -> Result<T, StoreError> {
         self.map_err(|e| StoreError(format!("{what}: {e}")))
     }
+}
+
+/// `execute` through the statement cache: a statement is parsed once per connection.
+fn exec(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// `query_row` through the statement cache.
+fn query_one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
 }
 
 fn now_ms() -> u64 {
@@ -404,7 +496,12 @@ fn takes_statuses(state: OutboxState) -> bool {
     )
 }
 
-const EVENT_COLUMNS: &str = "id, endpoint, conversation, kind, body, created_ms";
+/// The columns [`event_row`] reads, as a macro so queries are `concat!`ed at compile time.
+macro_rules! event_columns {
+    () => {
+        "id, endpoint, conversation, kind, body, created_ms"
+    };
+}
 
 fn event_row(row: &Row<'_>) -> rusqlite::Result<EventRow> {
     let kind: String = row.get(3)?;
@@ -419,8 +516,13 @@ fn event_row(row: &Row<'_>) -> rusqlite::Result<EventRow> {
     })
 }
 
-const OUTBOX_COLUMNS: &str = "id, endpoint, conversation, recipient, business, output, \
-     free_form, state, attempts, parts_sent, next_attempt_ms, last_error, created_ms";
+/// The columns [`outbox_row`] reads.
+macro_rules! outbox_columns {
+    () => {
+        "id, endpoint, conversation, recipient, business, output, free_form, state, attempts, \
+         parts_sent, next_attempt_ms, last_error, created_ms"
+    };
+}
 
 fn outbox_row(row: &Row<'_>) -> rusqlite::Result<OutboxRow> {
     let state: String = row.get(7)?;
@@ -490,7 +592,8 @@ fn insert_dead_letter(
     detail: &str,
     now: u64,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    exec(
+        tx,
         "INSERT INTO dead_letters (endpoint, source, source_id, reason, detail, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         params![endpoint, source, source_id, reason, detail, db_int(now)],
@@ -499,40 +602,19 @@ fn insert_dead_letter(
     Ok(())
 }
 
-fn outbox_state(tx: &Connection, outbox_id: i64) -> Result<Option<OutboxState>, StoreError> {
-    let state: Option<String> = tx
-        .query_row(
-            "SELECT state FROM outbox WHERE id = ?1",
-            [outbox_id],
-            |row| row.get(0),
-        )
-        .optional()
-        .ctx("reading an outbox state")?;
-    state
-        .map(|s| {
-            OutboxState::parse(&s).ok_or_else(|| StoreError(format!("unknown outbox state {s:?}")))
-        })
-        .transpose()
-}
-
 fn set_outbox_state(
     tx: &Connection,
     outbox_id: i64,
     state: OutboxState,
     now: u64,
 ) -> Result<(), StoreError> {
-    tx.execute(
+    exec(
+        tx,
         "UPDATE outbox SET state = ?2, updated_ms = ?3 WHERE id = ?1",
         params![outbox_id, state.as_str(), db_int(now)],
     )
     .ctx("updating an outbox state")?;
     Ok(())
-}
-
-fn count(tx: &Connection, sql: &str) -> Result<u64, StoreError> {
-    tx.query_row(sql, [], |row| row.get::<_, i64>(0))
-        .map(from_db)
-        .ctx("counting rows")
 }
 
 // ---------------------------------------------------------------------------------------
@@ -588,7 +670,8 @@ impl Store for SqliteStore {
                         for event in events {
                             new.extend(insert_event(tx, &item.endpoint, event, now)?);
                         }
-                        tx.execute(
+                        exec(
+                            tx,
                             "UPDATE inbox SET state = 'done', done_ms = ?2 WHERE id = ?1",
                             params![item.inbox_id, db_int(now)],
                         )
@@ -598,13 +681,13 @@ impl Store for SqliteStore {
                     DemuxOutcome::Dead { reason, detail } => {
                         // Only a row still pending: the same row decoded twice (the
                         // channel and the periodic scan) must not leave two dead letters.
-                        let changed = tx
-                            .execute(
-                                "UPDATE inbox SET state = 'dead', done_ms = ?2
+                        let changed = exec(
+                            tx,
+                            "UPDATE inbox SET state = 'dead', done_ms = ?2
                                  WHERE id = ?1 AND state = 'pending'",
-                                params![item.inbox_id, db_int(now)],
-                            )
-                            .ctx("marking an inbox row dead")?;
+                            params![item.inbox_id, db_int(now)],
+                        )
+                        .ctx("marking an inbox row dead")?;
                         if changed == 0 {
                             recorded.push(Vec::new());
                             continue;
@@ -628,11 +711,13 @@ impl Store for SqliteStore {
 
     fn pending_events(&self, after_id: i64, limit: usize) -> StoreFuture<'_, Vec<EventRow>> {
         self.submit(move |tx| {
-            let sql = format!(
-                "SELECT {EVENT_COLUMNS} FROM events
-                 WHERE state = 'pending' AND id > ?1 ORDER BY id LIMIT ?2"
-            );
-            let mut stmt = tx.prepare_cached(&sql).ctx("reading events")?;
+            let mut stmt = tx
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    event_columns!(),
+                    " FROM events WHERE state = 'pending' AND id > ?1 ORDER BY id LIMIT ?2"
+                ))
+                .ctx("reading events")?;
             let rows = stmt
                 .query_map(params![after_id, db_limit(limit)], event_row)
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
@@ -666,7 +751,7 @@ impl Store for SqliteStore {
                      WHERE id = ?1 AND state <> 'done'",
                 )
                 .ctx("marking events done")?;
-            for id in ids {
+            for &id in &ids {
                 stmt.execute(params![id, now])
                     .ctx("marking an event done")?;
             }
@@ -686,9 +771,10 @@ impl Store for SqliteStore {
                 timers,
                 cancel_timers,
                 event_done,
-            } = step;
+            } = &step;
             if let Some(record) = session {
-                tx.execute(
+                exec(
+                    tx,
                     "INSERT INTO sessions (endpoint, conversation, record, updated_ms)
                      VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (endpoint, conversation)
@@ -723,18 +809,20 @@ impl Store for SqliteStore {
             }
             if let Some(inbound) = inbound_ms {
                 // A late, older message must not move the window back.
-                tx.execute(
+                exec(
+                    tx,
                     "INSERT INTO windows (endpoint, conversation, last_inbound_ms)
                      VALUES (?1, ?2, ?3)
                      ON CONFLICT (endpoint, conversation) DO UPDATE
                      SET last_inbound_ms = MAX(last_inbound_ms, excluded.last_inbound_ms)",
-                    params![endpoint, conversation, db_int(inbound)],
+                    params![endpoint, conversation, db_int(*inbound)],
                 )
                 .ctx("updating the window")?;
             }
             // Cancel first so a kind both cancelled and set ends up set.
             for kind in cancel_timers.iter().chain(timers.iter().map(|t| &t.kind)) {
-                tx.execute(
+                exec(
+                    tx,
                     "DELETE FROM timers WHERE endpoint = ?1 AND conversation = ?2 AND kind = ?3",
                     params![endpoint, conversation, kind],
                 )
@@ -742,8 +830,9 @@ impl Store for SqliteStore {
             }
             // A replaced timer gets a new id (delete + insert, AUTOINCREMENT), so a
             // `timer_done` for the old one that fired meanwhile cannot remove it.
-            for timer in &timers {
-                tx.execute(
+            for timer in timers {
+                exec(
+                    tx,
                     "INSERT INTO timers (endpoint, conversation, kind, due_ms)
                      VALUES (?1, ?2, ?3, ?4)",
                     params![endpoint, conversation, timer.kind, db_int(timer.due_ms)],
@@ -751,7 +840,8 @@ impl Store for SqliteStore {
                 .ctx("setting a timer")?;
             }
             if let Some(id) = event_done {
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE events SET state = 'done', done_ms = ?2
                      WHERE id = ?1 AND state <> 'done'",
                     params![id, now],
@@ -791,10 +881,13 @@ impl Store for SqliteStore {
 
     fn pending_outbox(&self, limit: usize) -> StoreFuture<'_, Vec<OutboxRow>> {
         self.submit(move |tx| {
-            let sql = format!(
-                "SELECT {OUTBOX_COLUMNS} FROM outbox WHERE state = 'pending' ORDER BY id LIMIT ?1"
-            );
-            let mut stmt = tx.prepare_cached(&sql).ctx("reading the outbox")?;
+            let mut stmt = tx
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    outbox_columns!(),
+                    " FROM outbox WHERE state = 'pending' ORDER BY id LIMIT ?1"
+                ))
+                .ctx("reading the outbox")?;
             let rows = stmt
                 .query_map([db_limit(limit)], outbox_row)
                 .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
@@ -811,19 +904,21 @@ impl Store for SqliteStore {
     ) -> StoreFuture<'_, OutboxState> {
         self.submit(move |tx| {
             let now = now_ms();
-            let (endpoint, state): (String, String) = tx
-                .query_row(
-                    "SELECT endpoint, state FROM outbox WHERE id = ?1",
-                    [outbox_id],
+            // Counting the part also reads the row (the update leaves both columns as
+            // they were); no row, no update.
+            let (endpoint, state): (String, String) = query_one(tx,
+                    "UPDATE outbox SET parts_sent = parts_sent + 1, updated_ms = ?2 WHERE id = ?1
+                     RETURNING endpoint, state",
+                    params![outbox_id, db_int(now)],
                     |row| Ok((row.get(0)?, row.get(1)?)),
                 )
                 .optional()
-                .ctx("reading an outbox row")?
+                .ctx("counting a sent part")?
                 .ok_or_else(|| StoreError(format!("outbox row {outbox_id} not found")))?;
             let state = OutboxState::parse(&state)
                 .ok_or_else(|| StoreError(format!("unknown outbox state {state:?}")))?;
             if let Some(message_id) = &message_id {
-                tx.execute(
+                exec(tx,
                     "INSERT INTO sent_messages (endpoint, message_id, outbox_id)
                      VALUES (?1, ?2, ?3)
                      ON CONFLICT (endpoint, message_id) DO UPDATE SET outbox_id = excluded.outbox_id",
@@ -831,17 +926,11 @@ impl Store for SqliteStore {
                 )
                 .ctx("recording a sent message id")?;
             }
-            tx.execute(
-                "UPDATE outbox SET parts_sent = parts_sent + 1, updated_ms = ?2 WHERE id = ?1",
-                params![outbox_id, db_int(now)],
-            )
-            .ctx("counting a sent part")?;
             if !last || state == OutboxState::Dead {
                 return Ok(state);
             }
             // Statuses that beat this response to the store were kept by message id.
-            let furthest: Option<i64> = tx
-                .query_row(
+            let furthest: Option<i64> = query_one(tx,
                     "SELECT MAX(s.rank) FROM sent_messages m
                      JOIN statuses s ON s.endpoint = m.endpoint AND s.message_id = m.message_id
                      WHERE m.outbox_id = ?1",
@@ -866,7 +955,8 @@ impl Store for SqliteStore {
         error: String,
     ) -> StoreFuture<'_, ()> {
         self.submit(move |tx| {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE outbox SET attempts = attempts + 1, next_attempt_ms = ?2,
                      last_error = ?3, updated_ms = ?4
                  WHERE id = ?1",
@@ -884,7 +974,8 @@ impl Store for SqliteStore {
         free_form: bool,
     ) -> StoreFuture<'_, ()> {
         self.submit(move |tx| {
-            tx.execute(
+            exec(
+                tx,
                 "UPDATE outbox SET output = ?2, free_form = ?3, parts_sent = 0,
                      next_attempt_ms = 0, updated_ms = ?4
                  WHERE id = ?1",
@@ -898,20 +989,16 @@ impl Store for SqliteStore {
     fn outbox_dead(&self, dead: DeadSend) -> StoreFuture<'_, Option<EventRow>> {
         self.submit(move |tx| {
             let now = now_ms();
-            let endpoint: String = tx
-                .query_row(
-                    "SELECT endpoint FROM outbox WHERE id = ?1",
-                    [dead.outbox_id],
-                    |row| row.get(0),
-                )
-                .optional()
-                .ctx("reading an outbox row")?
-                .ok_or_else(|| StoreError(format!("outbox row {} not found", dead.outbox_id)))?;
-            tx.execute(
-                "UPDATE outbox SET state = 'dead', last_error = ?2, updated_ms = ?3 WHERE id = ?1",
+            let endpoint: String = query_one(
+                tx,
+                "UPDATE outbox SET state = 'dead', last_error = ?2, updated_ms = ?3 WHERE id = ?1
+                 RETURNING endpoint",
                 params![dead.outbox_id, dead.detail, db_int(now)],
+                |row| row.get(0),
             )
-            .ctx("marking an outbox row dead")?;
+            .optional()
+            .ctx("marking an outbox row dead")?
+            .ok_or_else(|| StoreError(format!("outbox row {} not found", dead.outbox_id)))?;
             insert_dead_letter(
                 tx,
                 &endpoint,
@@ -940,18 +1027,25 @@ impl Store for SqliteStore {
         let message_id = message_id.to_owned();
         let status = status.to_owned();
         self.submit(move |tx| {
-            let outbox_id: Option<i64> = tx
-                .query_row(
-                    "SELECT outbox_id FROM sent_messages WHERE endpoint = ?1 AND message_id = ?2",
-                    params![endpoint, message_id],
-                    |row| row.get(0),
-                )
-                .optional()
-                .ctx("looking up a message id")?;
-            let current = match outbox_id {
-                Some(id) => outbox_state(tx, id)?,
-                None => None,
-            };
+            // The message id's row and that row's state, in one lookup.
+            let found: Option<(i64, Option<String>)> = query_one(
+                tx,
+                "SELECT m.outbox_id, o.state FROM sent_messages m
+                 LEFT JOIN outbox o ON o.id = m.outbox_id
+                 WHERE m.endpoint = ?1 AND m.message_id = ?2",
+                params![endpoint, message_id],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .optional()
+            .ctx("looking up a message id")?;
+            let outbox_id = found.as_ref().map(|(id, _)| *id);
+            let current = found
+                .and_then(|(_, state)| state)
+                .map(|s| {
+                    OutboxState::parse(&s)
+                        .ok_or_else(|| StoreError(format!("unknown outbox state {s:?}")))
+                })
+                .transpose()?;
             // A status this store does not rank (a future Meta addition) changes nothing.
             let Some((target, rank)) = status_rank(&status) else {
                 tracing::debug!(status, "ignoring an unknown delivery status");
@@ -962,17 +1056,17 @@ impl Store for SqliteStore {
                 });
             };
             // Keep the furthest status per message id, whether or not its row is known.
-            let message_advanced = tx
-                .execute(
-                    "INSERT INTO statuses (endpoint, message_id, status, rank, at_ms, errors)
+            let message_advanced = exec(
+                tx,
+                "INSERT INTO statuses (endpoint, message_id, status, rank, at_ms, errors)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)
                      ON CONFLICT (endpoint, message_id) DO UPDATE
                      SET status = excluded.status, rank = excluded.rank,
                          at_ms = excluded.at_ms, errors = excluded.errors
                      WHERE excluded.rank > statuses.rank",
-                    params![endpoint, message_id, status, rank, db_int(at_ms), errors],
-                )
-                .ctx("recording a status")?
+                params![endpoint, message_id, status, rank, db_int(at_ms), errors],
+            )
+            .ctx("recording a status")?
                 > 0;
             match (outbox_id, current) {
                 (Some(id), Some(state)) if takes_statuses(state) => {
@@ -1004,10 +1098,14 @@ impl Store for SqliteStore {
 
     fn outbox_row(&self, outbox_id: i64) -> StoreFuture<'_, Option<OutboxRow>> {
         self.submit(move |tx| {
-            let sql = format!("SELECT {OUTBOX_COLUMNS} FROM outbox WHERE id = ?1");
-            tx.query_row(&sql, [outbox_id], outbox_row)
-                .optional()
-                .ctx("reading an outbox row")
+            query_one(
+                tx,
+                concat!("SELECT ", outbox_columns!(), " FROM outbox WHERE id = ?1"),
+                [outbox_id],
+                outbox_row,
+            )
+            .optional()
+            .ctx("reading an outbox row")
         })
     }
 
@@ -1037,8 +1135,7 @@ impl Store for SqliteStore {
 
     fn timer_done(&self, id: i64) -> StoreFuture<'_, ()> {
         self.submit(move |tx| {
-            tx.execute("DELETE FROM timers WHERE id = ?1", [id])
-                .ctx("removing a timer")?;
+            exec(tx, "DELETE FROM timers WHERE id = ?1", [id]).ctx("removing a timer")?;
             Ok(())
         })
     }
@@ -1088,12 +1185,14 @@ impl Store for SqliteStore {
             };
             let mut replayed = 0;
             for (letter, inbox_id) in targets {
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE inbox SET state = 'pending', done_ms = NULL WHERE id = ?1",
                     [inbox_id],
                 )
                 .ctx("putting an inbox row back")?;
-                tx.execute(
+                exec(
+                    tx,
                     "UPDATE dead_letters SET replayed_ms = ?2 WHERE id = ?1",
                     params![letter, db_int(now_ms)],
                 )
@@ -1106,15 +1205,23 @@ impl Store for SqliteStore {
 
     fn depths(&self) -> StoreFuture<'_, QueueDepths> {
         self.submit(|tx| {
-            Ok(QueueDepths {
-                inbox: count(tx, "SELECT COUNT(*) FROM inbox WHERE state = 'pending'")?,
-                events: count(tx, "SELECT COUNT(*) FROM events WHERE state = 'pending'")?,
-                outbox: count(tx, "SELECT COUNT(*) FROM outbox WHERE state = 'pending'")?,
-                dead_letters: count(
-                    tx,
-                    "SELECT COUNT(*) FROM dead_letters WHERE replayed_ms IS NULL",
-                )?,
-            })
+            query_one(
+                tx,
+                "SELECT (SELECT COUNT(*) FROM inbox WHERE state = 'pending'),
+                        (SELECT COUNT(*) FROM events WHERE state = 'pending'),
+                        (SELECT COUNT(*) FROM outbox WHERE state = 'pending'),
+                        (SELECT COUNT(*) FROM dead_letters WHERE replayed_ms IS NULL)",
+                [],
+                |row| {
+                    Ok(QueueDepths {
+                        inbox: from_db(row.get(0)?),
+                        events: from_db(row.get(1)?),
+                        outbox: from_db(row.get(2)?),
+                        dead_letters: from_db(row.get(3)?),
+                    })
+                },
+            )
+            .ctx("counting rows")
         })
     }
 
@@ -1144,7 +1251,7 @@ impl Store for SqliteStore {
             ];
             let mut deleted = 0u64;
             for sql in statements {
-                let n = tx.execute(sql, [before]).ctx("pruning")?;
+                let n = exec(tx, sql, [before]).ctx("pruning")?;
                 deleted = deleted.saturating_add(u64::try_from(n).unwrap_or(0));
             }
             Ok(deleted)
@@ -1735,34 +1842,66 @@ mod tests {
         assert!(store.append_inbox("ep", b"y".to_vec(), 2).await.unwrap() > inbox);
     }
 
+    /// Holds the writer until the returned sender is dropped or sent to, so the jobs
+    /// submitted meanwhile are drained as one batch: the holding job is already running
+    /// (its own batch drained) when this returns.
+    fn hold_writer(store: &SqliteStore) -> (mpsc::Sender<()>, StoreFuture<'_, ()>) {
+        let (started_tx, started) = mpsc::channel::<()>();
+        let (release, released) = mpsc::channel::<()>();
+        let hold = store.submit(move |_| {
+            let _ = started_tx.send(());
+            let _ = released.recv();
+            Ok(())
+        });
+        started.recv().unwrap();
+        (release, hold)
+    }
+
+    /// A job inserting an inbox row with `body` that then fails when `fail`; `runs` counts
+    /// how many times it ran.
+    fn counted_insert<'a>(
+        store: &'a SqliteStore,
+        body: &'static str,
+        fail: bool,
+        runs: &Arc<AtomicUsize>,
+    ) -> StoreFuture<'a, i64> {
+        let runs = Arc::clone(runs);
+        store.submit(move |tx| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            tx.execute(
+                "INSERT INTO inbox (endpoint, received_ms, body) VALUES ('ep', 1, ?1)",
+                [body.as_bytes()],
+            )
+            .ctx("test insert")?;
+            if fail {
+                return Err(StoreError("boom".into()));
+            }
+            Ok(tx.last_insert_rowid())
+        })
+    }
+
+    async fn inbox_bodies(store: &SqliteStore) -> Vec<Vec<u8>> {
+        store
+            .pending_inbox(0, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|row| row.body)
+            .collect()
+    }
+
     #[tokio::test]
     async fn failing_job_keeps_the_rest_of_its_batch() {
         let (dir, store) = open("savepoint");
-        // Hold the writer so the next jobs queue up and are drained as one batch.
-        let hold = store.submit(|_| {
-            std::thread::sleep(Duration::from_millis(200));
-            Ok(())
-        });
-        let insert = |body: &'static str, fail: bool| {
-            store.submit(move |tx| {
-                tx.execute(
-                    "INSERT INTO inbox (endpoint, received_ms, body) VALUES ('ep', 1, ?1)",
-                    [body.as_bytes()],
-                )
-                .ctx("test insert")?;
-                if fail {
-                    return Err(StoreError("boom".into()));
-                }
-                Ok(tx.last_insert_rowid())
-            })
-        };
-        let good1 = insert("good1", false);
-        let bad = insert("bad", true);
+        let (release, hold) = hold_writer(&store);
+        let runs = [(); 3].map(|()| Arc::new(AtomicUsize::new(0)));
+        let good1 = counted_insert(&store, "good1", false, &runs[0]);
+        let bad = counted_insert(&store, "bad", true, &runs[1]);
         let broken_sql = store.submit(|tx| {
             tx.execute("INSERT INTO nowhere VALUES (1)", [])
                 .ctx("test insert")
         });
-        let good2 = insert("good2", false);
+        let good2 = counted_insert(&store, "good2", false, &runs[2]);
         // Proves the group commit: inside the batch both good rows are there, yet another
         // connection sees nothing committed.
         let path = dir.0.join("nested").join("plugboard.db");
@@ -1774,20 +1913,46 @@ mod tests {
             let other = Connection::open(&path).ctx("test open")?;
             Ok((count(tx)?, count(&other)?))
         });
+        release.send(()).unwrap();
         hold.await.unwrap();
         assert!(good1.await.is_ok());
         assert_eq!(bad.await.unwrap_err().0, "boom");
         assert!(broken_sql.await.unwrap_err().0.contains("nowhere"));
         assert!(good2.await.is_ok());
         assert_eq!(probe.await.unwrap(), (2, 0));
-        let bodies: Vec<Vec<u8>> = store
-            .pending_inbox(0, 10)
-            .await
-            .unwrap()
+        // The fast attempt stopped at `bad` and was rolled back; the careful re-run ran
+        // every job once more, each in its own savepoint.
+        let runs = runs.map(|r| r.load(Ordering::SeqCst));
+        assert_eq!(runs, [2, 2, 1]);
+        // Rolled back, then re-run: one row each, ids as if run once.
+        assert_eq!(
+            inbox_bodies(&store).await,
+            [b"good1".to_vec(), b"good2".to_vec()]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_batch_without_failures_runs_each_job_once() {
+        let (_dir, store) = open("fast-path");
+        let (release, hold) = hold_writer(&store);
+        let runs = [(); 3].map(|()| Arc::new(AtomicUsize::new(0)));
+        let jobs: Vec<_> = ["a", "b", "c"]
             .into_iter()
-            .map(|row| row.body)
+            .zip(&runs)
+            .map(|(body, runs)| counted_insert(&store, body, false, runs))
             .collect();
-        assert_eq!(bodies, [b"good1".to_vec(), b"good2".to_vec()]);
+        release.send(()).unwrap();
+        hold.await.unwrap();
+        let mut ids = Vec::new();
+        for job in jobs {
+            ids.push(job.await.unwrap());
+        }
+        assert!(ids.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(runs.map(|r| r.load(Ordering::SeqCst)), [1, 1, 1]);
+        assert_eq!(
+            inbox_bodies(&store).await,
+            [b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]
+        );
     }
 
     #[tokio::test]
@@ -1798,6 +1963,36 @@ mod tests {
         assert!(panicked.await.is_err());
         assert!(after.await.is_ok());
         store.ping().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn panicking_job_in_a_batch_runs_once_and_fails_alone() {
+        let (_dir, store) = open("panic-batch");
+        let (release, hold) = hold_writer(&store);
+        let runs = [(); 3].map(|()| Arc::new(AtomicUsize::new(0)));
+        let before = counted_insert(&store, "before", false, &runs[0]);
+        let panics = Arc::clone(&runs[1]);
+        let panicked = store.submit::<(), _>(move |tx| {
+            panics.fetch_add(1, Ordering::SeqCst);
+            tx.execute(
+                "INSERT INTO inbox (endpoint, received_ms, body) VALUES ('ep', 1, x'00')",
+                [],
+            )
+            .ctx("test insert")?;
+            panic!("job panic (expected by the test)")
+        });
+        let after = counted_insert(&store, "after", false, &runs[2]);
+        release.send(()).unwrap();
+        hold.await.unwrap();
+        assert!(before.await.is_ok());
+        assert_eq!(panicked.await.unwrap_err().0, "store job panicked");
+        assert!(after.await.is_ok());
+        // The panicking job is not run again by the careful re-run.
+        assert_eq!(runs.map(|r| r.load(Ordering::SeqCst)), [2, 1, 1]);
+        assert_eq!(
+            inbox_bodies(&store).await,
+            [b"before".to_vec(), b"after".to_vec()]
+        );
     }
 
     #[tokio::test]
@@ -1856,6 +2051,71 @@ mod tests {
         assert_eq!(late.outbox_id, None);
         // Ids are never reused after a prune.
         assert!(store.append_inbox("ep", b"z".to_vec(), 1).await.unwrap() > new);
+    }
+
+    /// CPU time (ns) the writer thread has used so far, from `/proc` (Linux only).
+    fn writer_cpu_ns() -> Option<u64> {
+        for task in std::fs::read_dir("/proc/self/task").ok()? {
+            let task = task.ok()?.path();
+            let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+            if comm.trim() == "plugboard-store" {
+                let stat = std::fs::read_to_string(task.join("schedstat")).ok()?;
+                return stat.split_whitespace().next()?.parse().ok();
+            }
+        }
+        None
+    }
+
+    /// Micro-benchmark: `cargo test -p plugboard --release --lib store::sqlite::tests::bench_append_inbox -- --ignored --nocapture`.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    #[ignore = "benchmark"]
+    async fn bench_append_inbox() {
+        const TASKS: u64 = 32;
+        const PER_TASK: u64 = 625;
+        let dir = TempDir::new("bench");
+        let store = Arc::new(
+            SqliteStore::open(SqliteOptions {
+                path: dir.0.join("plugboard.db"),
+                synchronous: Synchronous::Normal,
+                ..SqliteOptions::default()
+            })
+            .unwrap(),
+        );
+        store.ping().await.unwrap();
+        let cpu_before = writer_cpu_ns();
+        let started = std::time::Instant::now();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    for i in 0..PER_TASK {
+                        let body =
+                            format!("{{\"task\":{t},\"i\":{i},\"pad\":\"{}\"}}", "x".repeat(200));
+                        store
+                            .append_inbox("ep", body.into_bytes(), i)
+                            .await
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let wall = started.elapsed();
+        let jobs = TASKS * PER_TASK;
+        let cpu = writer_cpu_ns().zip(cpu_before).map(|(a, b)| a - b);
+        println!(
+            "append_inbox x{jobs} from {TASKS} tasks: wall {:.1} ms ({:.2} µs/job), writer CPU {}",
+            wall.as_secs_f64() * 1e3,
+            wall.as_secs_f64() * 1e6 / jobs as f64,
+            cpu.map_or("n/a".to_string(), |ns| format!(
+                "{:.1} ms ({:.2} µs/job)",
+                ns as f64 / 1e6,
+                ns as f64 / 1e3 / jobs as f64
+            )),
+        );
+        assert_eq!(store.depths().await.unwrap().inbox, jobs);
     }
 
     #[test]
