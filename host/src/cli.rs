@@ -192,10 +192,6 @@ where
             return ExitCode::from(code);
         }
     };
-    // `serve` sets up its own logging from its config (level, JSON).
-    if !matches!(cli.command, Command::Serve { .. }) {
-        init_tracing();
-    }
     let result = match cli.command {
         Command::Adapter {
             command: AdapterCommand::Decode { file, plugin },
@@ -238,6 +234,24 @@ where
             let _ = writeln!(err, "error: {message}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// The `plugboard` binary: the process's arguments, logging set up, unlocked stdout and
+/// stderr (`serve` logs from other threads while the command runs; a stderr lock held for
+/// the whole run would block them forever).
+pub fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    init_tracing_for(&args);
+    run(args, &mut std::io::stdout(), &mut std::io::stderr())
+}
+
+/// Installs the global log subscriber for a command line: `serve` sets up its own from
+/// its config (level, JSON); every other command logs warnings to stderr. Called by the
+/// binaries, not by [`run`], which tests drive in-process.
+pub fn init_tracing_for(args: &[OsString]) {
+    if args.get(1).is_none_or(|command| command != "serve") {
+        init_tracing();
     }
 }
 

@@ -38,6 +38,8 @@ const DEMUX_BATCH: usize = 256;
 const INBOX_SCAN: Duration = Duration::from_secs(2);
 /// A row younger than this is assumed to be on its way through the channel.
 const SCAN_MIN_AGE_MS: u64 = 2_000;
+/// Batches up to this many rows are decoded on the async thread.
+const INLINE_DECODE: usize = 4;
 /// Wait before retrying a store call that failed.
 const STORE_RETRY: Duration = Duration::from_millis(500);
 
@@ -86,13 +88,22 @@ pub async fn demux_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Inb
 
 /// Decodes and records one batch, then dispatches the new events.
 pub async fn demux_batch(shared: &Arc<Shared>, rows: Vec<InboxRow>) {
-    let decoder = shared.clone();
-    let decoded = tokio::task::spawn_blocking(move || {
-        rows.into_iter()
-            .map(|row| decode_row(&decoder, row))
-            .collect::<Vec<_>>()
-    })
-    .await;
+    // A few rows decode in tens of microseconds: inline is cheaper than a thread handoff.
+    // Bigger batches go to the blocking pool so the async threads keep answering webhooks.
+    let decoded = if rows.len() <= INLINE_DECODE {
+        Ok(rows
+            .into_iter()
+            .map(|row| decode_row(shared, row))
+            .collect::<Vec<_>>())
+    } else {
+        let decoder = shared.clone();
+        tokio::task::spawn_blocking(move || {
+            rows.into_iter()
+                .map(|row| decode_row(&decoder, row))
+                .collect::<Vec<_>>()
+        })
+        .await
+    };
     let batch = match decoded {
         Ok(batch) => batch,
         Err(e) => {

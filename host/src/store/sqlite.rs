@@ -33,6 +33,16 @@
 //! [`Store::last_inbound`]) go to a reader connection instead, so they never wait behind a
 //! batch; WAL lets them read the last committed state while the writer works.
 //!
+//! **Selective fsync.** Only the webhook edge needs an fsync before it answers (Meta's 200
+//! must mean "on disk"): with `synchronous = FULL`, a batch holding an inbox append commits
+//! with `FULL`; batches of pipeline writes (steps, sends, statuses) commit with `NORMAL`,
+//! which in WAL mode survives a process crash (the commit is in the OS) but not a power cut
+//! until the WAL is next synced. The next `FULL` commit syncs the whole WAL, earlier
+//! `NORMAL` commits included, and an idle writer runs a passive checkpoint (which syncs)
+//! within [`IDLE_SYNC`]. So a power cut can lose at most the last moments of pipeline
+//! progress, which is then redone from the durable inbox and events (a reply may go out
+//! twice); an acknowledged webhook is never lost.
+//!
 //! A job is handed to the writer when the method is called, not when its future is first
 //! polled: dropping the future does not cancel the write, it only drops the answer.
 
@@ -62,6 +72,9 @@ const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("sqlite/migrations/0001_i
 /// How long a connection waits for a lock held by another process (a CLI command run
 /// next to `serve`) before failing with `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long an idle writer waits before syncing commits made with `synchronous=NORMAL`.
+const IDLE_SYNC: Duration = Duration::from_millis(200);
 
 /// Reader connections for the synchronous reads.
 const READERS: usize = 2;
@@ -184,9 +197,10 @@ impl SqliteStore {
 
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let batch_max = options.batch_max.max(1);
+        let synchronous = options.synchronous;
         let writer = std::thread::Builder::new()
             .name("plugboard-store".into())
-            .spawn(move || writer_loop(conn, queue, batch_max))
+            .spawn(move || writer_loop(conn, queue, batch_max, synchronous))
             .map_err(|e| StoreError(format!("starting the writer thread: {e}")))?;
         tracing::debug!(path = %path.display(), "store opened");
         Ok(SqliteStore {
@@ -208,9 +222,27 @@ impl SqliteStore {
         R: Send + 'static,
         F: Fn(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
+        self.submit_job(false, f)
+    }
+
+    /// Like [`SqliteStore::submit`], for a write that must be fsync'd before its answer.
+    fn submit_durable<R, F>(&self, f: F) -> StoreFuture<'_, R>
+    where
+        R: Send + 'static,
+        F: Fn(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.submit_job(true, f)
+    }
+
+    fn submit_job<R, F>(&self, durable: bool, f: F) -> StoreFuture<'_, R>
+    where
+        R: Send + 'static,
+        F: Fn(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         let job: Box<dyn Job> = Box::new(TypedJob {
             f,
+            durable,
             outcome: Outcome::NotRun,
             reply,
         });
@@ -272,6 +304,8 @@ fn writer_stopped() -> StoreError {
 
 /// A queued unit of work with its result type erased.
 trait Job: Send {
+    /// Must be on disk before the caller is answered (see "Selective fsync").
+    fn durable(&self) -> bool;
     /// Runs inside the batch transaction and returns whether it succeeded. May run again
     /// after an attempt that was rolled back (see [`run_batch`]); each run replaces the
     /// last one's result. A job whose last run panicked does not run again.
@@ -291,6 +325,7 @@ enum Outcome<R> {
 struct TypedJob<R, F> {
     /// `Fn`, not `FnOnce`: the fast path may roll a batch back and run it again.
     f: F,
+    durable: bool,
     outcome: Outcome<R>,
     reply: oneshot::Sender<Result<R, StoreError>>,
 }
@@ -300,6 +335,10 @@ where
     R: Send + 'static,
     F: Fn(&Connection) -> Result<R, StoreError> + Send + 'static,
 {
+    fn durable(&self) -> bool {
+        self.durable
+    }
+
     fn run(&mut self, tx: &Connection) -> bool {
         if matches!(self.outcome, Outcome::Panicked) {
             return false;
@@ -326,9 +365,33 @@ where
     }
 }
 
-fn writer_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, batch_max: usize) {
+fn writer_loop(
+    conn: Connection,
+    queue: mpsc::Receiver<Box<dyn Job>>,
+    batch_max: usize,
+    synchronous: Synchronous,
+) {
     let mut batch = Vec::with_capacity(batch_max.min(1024));
-    while let Ok(first) = queue.recv() {
+    // The connection's current `synchronous` setting, and whether commits made with
+    // `NORMAL` are waiting for a sync.
+    let mut full = synchronous == Synchronous::Full;
+    let mut unsynced = false;
+    loop {
+        let first = match queue.recv_timeout(IDLE_SYNC) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if unsynced {
+                    // A passive checkpoint syncs the WAL: the idle writer makes the last
+                    // pipeline commits durable too.
+                    match exec_pragma(&conn, "PRAGMA wal_checkpoint(PASSIVE)") {
+                        Ok(()) => unsynced = false,
+                        Err(e) => tracing::warn!("store checkpoint: {e}"),
+                    }
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         batch.push(first);
         while batch.len() < batch_max {
             match queue.try_recv() {
@@ -336,7 +399,21 @@ fn writer_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, batch_max:
                 Err(_) => break,
             }
         }
+        if synchronous == Synchronous::Full {
+            let want_full = batch.iter().any(|job| job.durable());
+            if want_full != full {
+                let value = if want_full { "FULL" } else { "NORMAL" };
+                match conn.pragma_update(None, "synchronous", value) {
+                    Ok(()) => full = want_full,
+                    Err(e) => tracing::warn!("store: cannot set synchronous={value}: {e}"),
+                }
+            }
+        }
         let outcome = run_batch(&conn, &mut batch);
+        if outcome.is_ok() {
+            // A FULL commit syncs the whole WAL, earlier NORMAL commits included.
+            unsynced = !full;
+        }
         if let Err(e) = &outcome {
             tracing::error!(jobs = batch.len(), error = %e, "store batch failed");
         }
@@ -345,6 +422,14 @@ fn writer_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn Job>>, batch_max:
         }
     }
     tracing::debug!("store writer stopped");
+}
+
+/// A pragma that may return a row (`wal_checkpoint` does); the row is not needed.
+fn exec_pragma(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
 }
 
 /// Runs one cached statement that returns no rows (transaction control).
@@ -629,7 +714,7 @@ impl Store for SqliteStore {
         received_ms: u64,
     ) -> StoreFuture<'_, i64> {
         let endpoint = endpoint.to_owned();
-        self.submit(move |tx| {
+        self.submit_durable(move |tx| {
             tx.prepare_cached("INSERT INTO inbox (endpoint, received_ms, body) VALUES (?1, ?2, ?3)")
                 .and_then(|mut stmt| stmt.insert(params![endpoint, db_int(received_ms), body]))
                 .ctx("appending to the inbox")
