@@ -44,7 +44,18 @@ const PHONE_NUMBER_ID: &str = "106540352242922";
 const SECRET: &str = "bench-secret";
 const ACCESS_TOKEN: &str = "EAAbench";
 const GRAPH_VERSION: &str = "v23.0";
-const CONNECTIONS: usize = 32;
+/// Keep-alive connections of the closed-loop scenarios (`PLUGBOARD_BENCH_CONNECTIONS`).
+const DEFAULT_CONNECTIONS: usize = 32;
+
+/// Connections for this run: a durable ack costs an fsync, so with closed-loop clients the
+/// ingest rate is bounded by connections / fsync latency; Meta itself opens many.
+fn connections() -> usize {
+    std::env::var("PLUGBOARD_BENCH_CONNECTIONS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_CONNECTIONS)
+}
 const FIXED_RATE: f64 = 2_000.0;
 
 /// Targets.
@@ -163,8 +174,9 @@ impl Bench {
     fn run_all(&self) -> anyhow::Result<Vec<Row>> {
         let started = Instant::now();
         eprintln!(
-            "{} s per scenario, {CONNECTIONS} connections, store synchronous = {}",
+            "{} s per scenario, {} connections, store synchronous = {}",
             self.knobs.secs.as_secs_f64(),
+            connections(),
             self.synchronous
         );
         let (bare, bare_cpu) = self.bare_ceiling()?;
@@ -218,7 +230,7 @@ impl Bench {
     fn closed_load(&self, addr: SocketAddr) -> Load {
         let mut load = Load::closed(
             format!("http://{addr}/webhooks/bench"),
-            CONNECTIONS,
+            connections(),
             self.knobs.secs,
         );
         load.warmup = self.knobs.warmup;
@@ -228,7 +240,7 @@ impl Bench {
     /// Envelopes for `rate` per second over the warm-up and the measurement, and some.
     fn pool_for(&self, rate: f64) -> usize {
         ((self.knobs.warmup + self.knobs.secs).as_secs_f64() * rate * 1.2) as usize
-            + 2 * CONNECTIONS
+            + 2 * connections()
             + 1_000
     }
 

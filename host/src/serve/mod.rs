@@ -90,6 +90,9 @@ pub struct Shared {
     pub request_timeout: Duration,
     pub sender_workers: usize,
     pub retention_days: u32,
+    /// The runtime the pipeline (demux, workers, sender, timers) runs on: its own threads,
+    /// so the edge's acknowledgements never queue behind pipeline work (see [`Server`]).
+    pub pipeline: tokio::runtime::Handle,
     inbox: mpsc::UnboundedSender<InboxRow>,
     stop: watch::Sender<bool>,
     tracked: AtomicUsize,
@@ -114,7 +117,7 @@ impl Shared {
     /// Runs `work` as a task that shutdown waits for.
     pub fn track(self: Arc<Self>, work: impl Future<Output = ()> + Send + 'static) {
         self.tracked.fetch_add(1, Ordering::SeqCst);
-        tokio::spawn(async move {
+        self.pipeline.clone().spawn(async move {
             work.await;
             if self.tracked.fetch_sub(1, Ordering::SeqCst) == 1 {
                 self.tracked_done.notify_waiters();
@@ -155,7 +158,16 @@ pub fn set_depths(metrics: &Metrics, depths: &QueueDepths) {
     }
 }
 
+/// Threads of the pipeline runtime.
+const PIPELINE_THREADS: usize = 2;
+
 /// A running host.
+///
+/// The edge runs on the caller's runtime; the pipeline on a runtime of its own
+/// ([`PIPELINE_THREADS`] threads). Both could share one, but then a burst of webhooks puts
+/// pipeline steps and sends ahead of the next acknowledgements in the same run queues;
+/// with separate threads the OS scheduler, which favours threads that mostly wait (the
+/// edge), keeps acks fast while the pipeline works through the backlog.
 pub struct Server {
     shared: Arc<Shared>,
     addr: SocketAddr,
@@ -163,6 +175,17 @@ pub struct Server {
     demux: JoinHandle<()>,
     sender: JoinHandle<()>,
     timers: JoinHandle<()>,
+    /// `None` once shut down (a runtime must not be dropped inside an async context, so it
+    /// is shut down in the background, also when a `Server` is dropped without shutdown).
+    pipeline: Option<tokio::runtime::Runtime>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.pipeline.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Server {
@@ -202,6 +225,12 @@ impl Server {
             endpoints.insert(id, Arc::new(endpoint));
         }
 
+        let pipeline_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(PIPELINE_THREADS)
+            .thread_name("plugboard-pipeline")
+            .enable_all()
+            .build()
+            .context("cannot start the pipeline runtime")?;
         let (sender, sender_rx) = SenderHandle::new();
         let (inbox, inbox_rx) = mpsc::unbounded_channel();
         let (stop, _) = watch::channel(false);
@@ -220,6 +249,7 @@ impl Server {
             request_timeout: Duration::from_millis(config.sender.request_timeout_ms),
             sender_workers: config.sender.workers,
             retention_days: config.store.retention_days,
+            pipeline: pipeline_rt.handle().clone(),
             inbox,
             stop,
             tracked: AtomicUsize::new(0),
@@ -253,14 +283,14 @@ impl Server {
             shared.notify_inbox(row);
         }
 
-        let sender = tokio::spawn(sender::sender_loop(
+        let sender = pipeline_rt.spawn(sender::sender_loop(
             shared.clone(),
             sender,
             sender_rx,
             outbox,
         ));
-        let demux = tokio::spawn(pipeline::demux_loop(shared.clone(), inbox_rx));
-        let timers = tokio::spawn(pipeline::timer_loop(shared.clone()));
+        let demux = pipeline_rt.spawn(pipeline::demux_loop(shared.clone(), inbox_rx));
+        let timers = pipeline_rt.spawn(pipeline::timer_loop(shared.clone()));
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -296,6 +326,7 @@ impl Server {
             demux,
             sender,
             timers,
+            pipeline: Some(pipeline_rt),
         })
     }
 
@@ -313,14 +344,17 @@ impl Server {
 
     /// Stops accepting, lets in-flight requests, steps and sends finish; the rest stays
     /// pending in the store for the next start.
-    pub async fn shutdown(self) -> anyhow::Result<()> {
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
         self.shared.stop.send_replace(true);
-        let _ = self.http.await;
-        let _ = self.demux.await;
-        let _ = self.timers.await;
+        let _ = (&mut self.http).await;
+        let _ = (&mut self.demux).await;
+        let _ = (&mut self.timers).await;
         self.shared.workers.wait_idle().await;
         self.shared.wait_tracked().await;
-        let _ = self.sender.await;
+        let _ = (&mut self.sender).await;
+        if let Some(runtime) = self.pipeline.take() {
+            runtime.shutdown_background();
+        }
         tracing::info!("plugboard stopped");
         Ok(())
     }

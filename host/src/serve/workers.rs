@@ -73,7 +73,7 @@ impl Workers {
             .metrics
             .conversations_active
             .set(i64::try_from(active).unwrap_or(i64::MAX));
-        tokio::spawn(run(shared.clone(), key));
+        shared.pipeline.spawn(run(shared.clone(), key));
     }
 
     pub fn has_timer(&self, id: i64) -> bool {
