@@ -948,10 +948,21 @@ async fn a_window_failure_reported_later_in_a_status_sends_the_template() {
         requests[1].body.pointer("/template/name"),
         Some(&json!("reopen"))
     );
-    let row = outbox_row_when(&server.store(), 1, WAIT, |r| r.state == OutboxState::Failed)
+    // The free-form row ends dead, saying what replaced it; a redelivered status is a no-op.
+    let row = outbox_row_when(&server.store(), 1, WAIT, |r| r.state == OutboxState::Dead)
         .await
         .expect("row 1");
-    assert_eq!(row.state, OutboxState::Failed);
+    assert_eq!(row.state, OutboxState::Dead);
+    let letters = dead_letters_when(&server.store(), 1).await;
+    assert_eq!(letters[0].reason, "window_closed");
+    assert!(
+        letters[0]
+            .detail
+            .contains("replaced by the window template"),
+        "{letters:#?}"
+    );
+    let response = webhook::post(&client(), &webhook_url(&server, "shop"), &failed, SECRET).await;
+    assert_eq!(response.status(), 200);
     tokio::time::sleep(SETTLE).await;
     assert_eq!(mock.requests().len(), 2, "{}", describe(&mock.requests()));
     server.shutdown().await.expect("graceful shutdown");
@@ -1040,6 +1051,60 @@ async fn a_graph_api_that_does_not_answer_in_time_is_retried() {
         .expect("row 1");
     assert_eq!(row.state, OutboxState::Sent);
     assert_eq!(row.attempts, 1, "{row:#?}");
+    server.shutdown().await.expect("graceful shutdown");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_failure_that_arrives_before_the_send_response_is_reconciled() {
+    let (server, mock, dir) =
+        start_host("window_template = { name = 'reopen', language = 'en_US' }").await;
+    let from = "16315551195";
+    // The send is held while Meta's `failed` (131047) for its id arrives.
+    mock.push(Reply::Delayed(
+        Duration::from_millis(800),
+        Box::new(Reply::OkWithId("wamid.early-fail".into())),
+    ));
+    send_text(&server, from, "wamid.in.earlyfail", "hi").await;
+    mock.wait_for(1, WAIT).await;
+    let failed = webhook::status(
+        PNID,
+        "wamid.early-fail",
+        "failed",
+        from,
+        Some((131047, "Re-engagement message")),
+    );
+    let response = webhook::post(&client(), &webhook_url(&server, "shop"), &failed, SECRET).await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        mock.requests()[0].status.is_none(),
+        "the status must arrive while the send is held (the test is too slow)"
+    );
+    let requests = mock.wait_for(2, WAIT).await;
+    assert_eq!(
+        requests[1].message_type(),
+        Some("template"),
+        "{}",
+        describe(&requests)
+    );
+    assert_eq!(requests[1].to(), Some(from));
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(mock.requests().len(), 2, "{}", describe(&mock.requests()));
+    server.shutdown().await.expect("graceful shutdown");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_port_is_a_start_error_not_a_panic() {
+    let (server, _mock, dir) = start_host("").await;
+    let taken = server.local_addr().to_string();
+    let text = config_toml(&taken, &dir.join("data2"), "http://127.0.0.1:9", "[50]", "");
+    let config = ServeConfig::from_toml(&text, &dir).expect("config");
+    let error = match Server::start(config).await {
+        Ok(_) => panic!("a second server on {taken} must not start"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(error.contains("cannot listen on"), "{error}");
     server.shutdown().await.expect("graceful shutdown");
     let _ = std::fs::remove_dir_all(dir);
 }

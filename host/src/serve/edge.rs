@@ -66,7 +66,9 @@ async fn handshake(
         return (StatusCode::NOT_FOUND, "unknown endpoint\n").into_response();
     };
     let started = Instant::now();
-    let reply = endpoint.adapter.handshake(&query, &endpoint.settings);
+    let reply = endpoint
+        .adapter
+        .handshake(&query, &endpoint.handshake_settings);
     shared.observe_plugin(endpoint, "handshake", started);
     match reply {
         Ok(HandshakeReply::Accept(body)) => {

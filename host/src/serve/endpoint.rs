@@ -18,13 +18,21 @@ use crate::transform::Transformers;
 use super::config::{EndpointConfig, PluginSource};
 use super::staging::{Collector, StagedSessions};
 
+/// Settings only the host uses; adapters never get them.
+const HOST_ONLY_SECRETS: [&str; 2] = ["access_token", "app_secret"];
+
 pub type EndpointConversations = Conversations<Collector, ReqwestHttp, Option<WebhookHandover>>;
 
 pub struct Endpoint {
     pub config: EndpointConfig,
     pub adapter: Arc<AdapterPlugin>,
-    /// The adapter's settings by name (secrets included: only ever passed to the plugin).
+    /// The adapter's settings by name, secrets included (the signature key is looked up
+    /// here); never logged.
     pub settings: Vec<(String, String)>,
+    /// What the adapter's handshake gets: the settings without the access token and the
+    /// app secret, which only the host uses (bearer token, signature check), so an adapter
+    /// answering an unauthenticated GET cannot echo them.
+    pub handshake_settings: Vec<(String, String)>,
     /// The number replies go out from when an event does not say.
     pub business: Business,
     pub conversations: EndpointConversations,
@@ -90,8 +98,15 @@ impl Endpoint {
             display_number: None,
             account_id: config.waba_id.clone(),
         };
+        let settings = config.adapter_settings();
+        let handshake_settings = settings
+            .iter()
+            .filter(|(name, _)| !HOST_ONLY_SECRETS.contains(&name.as_str()))
+            .cloned()
+            .collect();
         Ok(Endpoint {
-            settings: config.adapter_settings(),
+            settings,
+            handshake_settings,
             config,
             adapter: Arc::new(adapter),
             business,

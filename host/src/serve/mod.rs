@@ -58,8 +58,11 @@ use retry::RetrySchedule;
 use sender::SenderHandle;
 use workers::{Job, Workers};
 
-/// Outbox rows loaded at start (older ones wait for the next start; a warning says so).
-const RESUME_OUTBOX: usize = 100_000;
+/// Outbox rows loaded at start, oldest first (newer ones wait for the next start; a
+/// warning says so).
+const RESUME_OUTBOX: usize = 1_000_000;
+/// Inbox rows handed to the demux at start; the periodic scan picks up the rest.
+const RESUME_INBOX: usize = 10_000;
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -188,6 +191,26 @@ impl Drop for Server {
     }
 }
 
+/// The pipeline runtime until it is handed to the [`Server`]: a start that fails half way
+/// (port taken, store unreadable) must not drop a runtime inside an async context.
+struct RuntimeGuard(Option<tokio::runtime::Runtime>);
+
+impl RuntimeGuard {
+    fn runtime(&self) -> anyhow::Result<&tokio::runtime::Runtime> {
+        self.0
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the pipeline runtime is gone"))
+    }
+}
+
+impl Drop for RuntimeGuard {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 impl Server {
     /// Opens the store, loads every endpoint, resumes pending work, binds and serves.
     pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
@@ -225,12 +248,15 @@ impl Server {
             endpoints.insert(id, Arc::new(endpoint));
         }
 
-        let pipeline_rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(PIPELINE_THREADS)
-            .thread_name("plugboard-pipeline")
-            .enable_all()
-            .build()
-            .context("cannot start the pipeline runtime")?;
+        let mut guard = RuntimeGuard(Some(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(PIPELINE_THREADS)
+                .thread_name("plugboard-pipeline")
+                .enable_all()
+                .build()
+                .context("cannot start the pipeline runtime")?,
+        ));
+        let pipeline_rt = guard.runtime()?;
         let (sender, sender_rx) = SenderHandle::new();
         let (inbox, inbox_rx) = mpsc::unbounded_channel();
         let (stop, _) = watch::channel(false);
@@ -271,7 +297,8 @@ impl Server {
             after = last.id;
             pipeline::dispatch(&shared, events).await;
         }
-        let resumed_inbox = store.pending_inbox(0, 1_000_000).await?;
+        // The first rows go straight to the demux; the periodic scan takes the rest.
+        let resumed_inbox = store.pending_inbox(0, RESUME_INBOX).await?;
         if !(outbox.is_empty() && after == 0 && resumed_inbox.is_empty()) {
             tracing::info!(
                 outbox = outbox.len(),
@@ -326,7 +353,7 @@ impl Server {
             demux,
             sender,
             timers,
-            pipeline: Some(pipeline_rt),
+            pipeline: guard.0.take(),
         })
     }
 

@@ -252,64 +252,120 @@ async fn mark_done(shared: &Shared, ids: Vec<i64>) {
 }
 
 /// Applies delivery statuses to the outbox, reconciling window-closed failures.
+///
+/// A `failed` status with 131047 is reconciled once its outbox row is known and failed.
+/// It can arrive before the send's response is stored (the row is still pending, or has no
+/// message id yet): then its event stays pending and is looked at again every second for
+/// [`WINDOW_RECHECK`] tries (also after a restart, since the event is still pending).
 pub async fn apply_statuses(shared: &Arc<Shared>, rows: Vec<EventRow>) {
     let mut done = Vec::with_capacity(rows.len());
+    let mut later = Vec::new();
     for row in rows {
-        let status = match serde_json::from_str::<Event>(&row.body).map(|e| e.body) {
-            Ok(EventBody::Status(status)) => status,
-            _ => {
-                tracing::warn!(event = row.id, "a stored status event cannot be read");
-                done.push(row.id);
-                continue;
+        match apply_status_row(shared, &row).await {
+            Some(true) => done.push(row.id),
+            Some(false) => later.push(row),
+            None => return,
+        }
+    }
+    mark_done(shared, done).await;
+    let mut stopping = shared.stop_signal();
+    for _ in 0..WINDOW_RECHECK {
+        if later.is_empty() || shared.is_stopping() {
+            return;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stopping.changed() => return,
+        }
+        let mut still = Vec::new();
+        let mut done = Vec::new();
+        for row in later {
+            match apply_status_row(shared, &row).await {
+                Some(true) => done.push(row.id),
+                Some(false) => still.push(row),
+                None => return,
             }
-        };
-        let name = match status.status {
-            DeliveryStatus::Sent => "sent",
-            DeliveryStatus::Delivered => "delivered",
-            DeliveryStatus::Read => "read",
-            DeliveryStatus::Played => "played",
-            DeliveryStatus::Failed => "failed",
-        };
-        let errors = serde_json::to_string(&status.errors).unwrap_or_else(|_| "[]".into());
-        let applied = loop {
-            match shared
-                .store
-                .apply_status(
-                    &row.endpoint,
-                    &status.message_id,
-                    name,
-                    status.timestamp.saturating_mul(1000),
-                    errors.clone(),
-                )
-                .await
-            {
-                Ok(applied) => break applied,
-                Err(e) => {
-                    tracing::error!("cannot apply a status (retrying): {e}");
-                    if shared.is_stopping() {
-                        return;
-                    }
-                    tokio::time::sleep(STORE_RETRY).await;
-                }
-            }
-        };
-        tracing::debug!(endpoint = %row.endpoint, message = %status.message_id, status = %name, advanced = applied.advanced, "status");
-        let window_closed = status.errors.iter().any(|e| e.code == WINDOW_CLOSED_CODE);
-        if let (Some(outbox_id), Some(OutboxState::Failed), true) =
-            (applied.outbox_id, applied.state, window_closed)
-            && applied.advanced
-            && let Some(endpoint) = shared.endpoints.get(&row.endpoint)
+        }
+        mark_done(shared, done).await;
+        later = still;
+    }
+    if !later.is_empty() {
+        tracing::warn!(
+            statuses = later.len(),
+            "window-closed statuses for messages whose send is still unknown; left pending"
+        );
+    }
+}
+
+/// Tries to reconcile a window-closed status this long (in one-second steps).
+const WINDOW_RECHECK: u32 = 30;
+
+/// One status: applied, and reconciled when it is a window-closed failure. `Some(true)`:
+/// finished; `Some(false)`: look again later; `None`: stopping.
+async fn apply_status_row(shared: &Arc<Shared>, row: &EventRow) -> Option<bool> {
+    let status = match serde_json::from_str::<Event>(&row.body).map(|e| e.body) {
+        Ok(EventBody::Status(status)) => status,
+        _ => {
+            tracing::warn!(event = row.id, "a stored status event cannot be read");
+            return Some(true);
+        }
+    };
+    let name = match status.status {
+        DeliveryStatus::Sent => "sent",
+        DeliveryStatus::Delivered => "delivered",
+        DeliveryStatus::Read => "read",
+        DeliveryStatus::Played => "played",
+        DeliveryStatus::Failed => "failed",
+    };
+    let errors = serde_json::to_string(&status.errors).unwrap_or_else(|_| "[]".into());
+    let applied = loop {
+        match shared
+            .store
+            .apply_status(
+                &row.endpoint,
+                &status.message_id,
+                name,
+                status.timestamp.saturating_mul(1000),
+                errors.clone(),
+            )
+            .await
         {
+            Ok(applied) => break applied,
+            Err(e) => {
+                tracing::error!("cannot apply a status (retrying): {e}");
+                if shared.is_stopping() {
+                    return None;
+                }
+                tokio::time::sleep(STORE_RETRY).await;
+            }
+        }
+    };
+    tracing::debug!(endpoint = %row.endpoint, status = %name, advanced = applied.advanced, "status");
+    let window_closed = status.status == DeliveryStatus::Failed
+        && status.errors.iter().any(|e| e.code == WINDOW_CLOSED_CODE);
+    let Some(endpoint) = shared
+        .endpoints
+        .get(&row.endpoint)
+        .filter(|_| window_closed)
+    else {
+        return Some(true);
+    };
+    match (applied.outbox_id, applied.state) {
+        (Some(outbox_id), Some(OutboxState::Failed)) => {
             let detail = status
                 .errors
                 .first()
                 .map(super::sender::describe_error)
                 .unwrap_or_default();
-            super::sender::window_closed_later(shared, endpoint, outbox_id, detail).await;
+            Some(super::sender::window_closed_later(shared, endpoint, outbox_id, detail).await)
         }
-        done.push(row.id);
+        // Already reconciled (a redelivered status), or a row that ended otherwise.
+        (Some(_), Some(OutboxState::Dead | OutboxState::Read | OutboxState::Delivered)) => {
+            Some(true)
+        }
+        // The send's response is not stored yet: look again.
+        _ => Some(false),
     }
-    mark_done(shared, done).await;
 }
 
 /// Fires due timers through their conversations' workers.

@@ -297,22 +297,23 @@ impl Schedule {
         if let Some(limits) = self.limits.get(&key.endpoint) {
             // The limiter's own clock: a new `DefaultClock` calibrates itself (costly).
             let clock = limits.number.clock();
-            let wait = if front.receipt() {
-                None
-            } else {
-                limits
-                    .pairs
-                    .check_key(&recipient_key(&front.row))
-                    .err()
-                    .map(|n| n.wait_time_from(clock.now()))
-            }
-            .or_else(|| {
-                limits
-                    .number
-                    .check()
-                    .err()
-                    .map(|n| n.wait_time_from(clock.now()))
-            });
+            // The number first: a refusal there must not spend the recipient's scarce pair
+            // slot (1 per 6 s), while a pair refusal only costs a plentiful number slot.
+            let wait = limits
+                .number
+                .check()
+                .err()
+                .map(|n| n.wait_time_from(clock.now()))
+                .or_else(|| {
+                    if front.receipt() {
+                        return None;
+                    }
+                    limits
+                        .pairs
+                        .check_key(&recipient_key(&front.row))
+                        .err()
+                        .map(|n| n.wait_time_from(clock.now()))
+                });
             if let Some(wait) = wait {
                 let wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
                 conv.scheduled = true;
@@ -333,7 +334,20 @@ impl Schedule {
         let key = key.clone();
         tokio::spawn(async move {
             let done = match endpoint {
-                Some(endpoint) => send_row(&shared, &endpoint, &queued).await,
+                Some(endpoint) => {
+                    // Its own task, so a panic (a bug) still reports back: the conversation
+                    // must not stay "in flight" forever, nor shutdown wait for it.
+                    let send = {
+                        let shared = shared.clone();
+                        tokio::spawn(async move { send_row(&shared, &endpoint, &queued).await })
+                    };
+                    send.await.unwrap_or_else(|e| {
+                        tracing::error!(conversation = %key.masked(), "send task panicked: {e}");
+                        Done::Later {
+                            at_ms: now_ms().saturating_add(60_000),
+                        }
+                    })
+                }
                 None => {
                     tracing::warn!(endpoint = %key.endpoint, "outbox row for an endpoint that is not configured; left pending");
                     Done::Later {
@@ -648,29 +662,33 @@ async fn window_closed_now(
 }
 
 /// A row that went out and later failed with 131047 (a status webhook): the template goes
-/// out as a new row, or the row becomes a dead letter.
+/// out as a new row, or the row becomes a dead letter with a `send_failed` event. Either
+/// way the row ends `Dead`, which makes a redelivered status a no-op. Returns `false` when
+/// the store failed (the status is looked at again).
 pub async fn window_closed_later(
     shared: &Arc<Shared>,
     endpoint: &Endpoint,
     outbox_id: i64,
     detail: String,
-) {
-    count(shared, &endpoint.config.id, "window_closed");
+) -> bool {
     let row = match shared.store.outbox_row(outbox_id).await {
-        Ok(Some(row)) => row,
-        Ok(None) => return,
+        Ok(Some(row)) if row.state != OutboxState::Dead => row,
+        Ok(_) => return true,
         Err(e) => {
             tracing::warn!(outbox = outbox_id, "window reconciliation: {e}");
-            return;
+            return false;
         }
     };
+    count(shared, &endpoint.config.id, "window_closed");
     let template = window_template(endpoint).filter(|_| row.free_form);
     let Some(template) = template else {
-        dead(shared, &row, "window_closed", detail).await;
-        return;
+        return !matches!(
+            dead(shared, &row, "window_closed", detail).await,
+            Done::Later { .. }
+        );
     };
     let Ok(output) = serde_json::to_string(&template) else {
-        return;
+        return true;
     };
     let step = StepCommit {
         endpoint: row.endpoint.clone(),
@@ -684,31 +702,46 @@ pub async fn window_closed_later(
         }],
         ..StepCommit::default()
     };
-    match shared.store.commit_step(step).await {
-        Ok(ids) => {
-            count(shared, &row.endpoint, "template_fallback");
-            shared.sender.enqueue(
-                ids.into_iter()
-                    .map(|id| OutboxRow {
-                        id,
-                        output: output.clone(),
-                        free_form: false,
-                        state: OutboxState::Pending,
-                        attempts: 0,
-                        parts_sent: 0,
-                        next_attempt_ms: 0,
-                        last_error: None,
-                        created_ms: now_ms(),
-                        ..row.clone()
-                    })
-                    .collect(),
+    let ids = match shared.store.commit_step(step).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            tracing::warn!(
+                outbox = outbox_id,
+                "cannot queue the template fallback: {e}"
             );
+            return false;
         }
-        Err(e) => tracing::warn!(
-            outbox = outbox_id,
-            "cannot queue the template fallback: {e}"
-        ),
+    };
+    count(shared, &row.endpoint, "template_fallback");
+    shared.sender.enqueue(
+        ids.into_iter()
+            .map(|id| OutboxRow {
+                id,
+                output: output.clone(),
+                free_form: false,
+                state: OutboxState::Pending,
+                attempts: 0,
+                parts_sent: 0,
+                next_attempt_ms: 0,
+                last_error: None,
+                created_ms: now_ms(),
+                ..row.clone()
+            })
+            .collect(),
+    );
+    // The free-form message itself was not delivered: kept as a dead letter that says what
+    // replaced it (no `send_failed`: the conversation goes on through the template).
+    let replaced = DeadSend {
+        outbox_id,
+        reason: "window_closed".into(),
+        detail: format!("{detail}; replaced by the window template"),
+        event: None,
+    };
+    if let Err(e) = shared.store.outbox_dead(replaced).await {
+        // The template is queued; a redelivered status could queue it again.
+        tracing::warn!(outbox = outbox_id, "cannot close the replaced row: {e}");
     }
+    true
 }
 
 fn window_template(endpoint: &Endpoint) -> Option<BotOutput> {

@@ -64,9 +64,16 @@ impl SessionStore for StagedSessions {
         else {
             return Ok(None);
         };
-        serde_json::from_str(&json)
-            .map(Some)
-            .map_err(|e| StoreError(format!("session {key} is not a valid record: {e}")))
+        match serde_json::from_str(&json) {
+            Ok(record) => Ok(Some(record)),
+            Err(e) => {
+                // Retrying cannot fix a record that does not parse (a hand edit, an
+                // incompatible upgrade) and would stall the conversation for good: the
+                // conversation starts afresh instead, loudly.
+                tracing::error!(conversation = %key.masked(), "stored session is unreadable, starting a new one: {e}");
+                Ok(None)
+            }
+        }
     }
 
     fn put(&self, key: &SessionKey, record: &SessionRecord) -> Result<(), StoreError> {

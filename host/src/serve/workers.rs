@@ -9,7 +9,9 @@
 //! receipt and typing indicator first, per endpoint setting), the 24-hour window and the
 //! handover timer with the event marked done, in one transaction, and only then hands the
 //! rows to the sender. A step that cannot commit is discarded and runs again: the flow is
-//! pure, so nothing it did is lost or doubled. On shutdown a worker finishes its step and
+//! pure and its outputs only leave through the committed outbox, so no reply is lost or
+//! doubled (a flow's http calls and handover webhook posts do run again). On shutdown a
+//! worker finishes its step and
 //! leaves the rest pending in the store for the next start.
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -127,14 +129,28 @@ async fn run(shared: Arc<Shared>, key: SessionKey) {
     while let Some(job) = shared.workers.next(&key, shared.is_stopping()) {
         let mut wait = Duration::from_millis(200);
         loop {
-            match run_job(&shared, &key, &job).await {
+            // Its own task, so a panic in a step (a bug) is contained: the job is logged
+            // and left pending in the store, and this conversation's worker goes on.
+            let step = {
+                let (shared, key, job) = (shared.clone(), key.clone(), job.clone());
+                tokio::spawn(async move { run_job(&shared, &key, &job).await })
+            };
+            let result = step.await.unwrap_or_else(|e| {
+                tracing::error!(conversation = %key.masked(), endpoint = %key.endpoint, "step panicked; the event stays pending until the next start: {e}");
+                Ok(())
+            });
+            match result {
                 Ok(()) => break,
                 Err(Retry(reason)) => {
                     tracing::warn!(conversation = %key.masked(), endpoint = %key.endpoint, %reason, "step not committed; retrying");
+                    let mut stopping = shared.stop_signal();
                     if shared.is_stopping() {
                         break;
                     }
-                    tokio::time::sleep(wait).await;
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stopping.changed() => break,
+                    }
                     wait = (wait * 2).min(MAX_RETRY_WAIT);
                 }
             }
@@ -155,8 +171,17 @@ async fn run_job(shared: &Arc<Shared>, key: &SessionKey, job: &Job) -> Result<()
     let Some(endpoint) = shared.endpoints.get(&key.endpoint).cloned() else {
         // The endpoint left the configuration: keep the event, log it, move on.
         tracing::warn!(endpoint = %key.endpoint, "event for an endpoint that is not configured");
-        if let Job::Event(row) = job {
-            commit(shared, done_only(key, row.id)).await?;
+        match job {
+            Job::Event(row) => {
+                commit(shared, done_only(key, row.id)).await?;
+            }
+            Job::Timer(timer) => {
+                shared
+                    .store
+                    .timer_done(timer.id)
+                    .await
+                    .map_err(|e| Retry(e.to_string()))?;
+            }
         }
         return Ok(());
     };

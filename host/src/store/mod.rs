@@ -279,7 +279,9 @@ pub struct QueueDepths {
     pub dead_letters: u64,
 }
 
-/// The durable store. Writes are durable when their future resolves `Ok`.
+/// The durable store. A write has committed when its future resolves `Ok`;
+/// [`Store::append_inbox`] is also on disk then (fsync'd), other writes survive a process
+/// crash and reach the disk with the next sync (see `sqlite` for the exact rule).
 pub trait Store: Send + Sync + 'static {
     /// Appends a raw webhook body; returns its inbox id.
     fn append_inbox(&self, endpoint: &str, body: Vec<u8>, received_ms: u64)
