@@ -124,7 +124,7 @@ async fn receive(
             return (status, "cannot read the body\n").into_response();
         }
     };
-    if let Some(scheme) = &shared.signatures.get(&id).cloned().flatten() {
+    if let Some(Some(scheme)) = shared.signatures.get(&id) {
         let header_value = headers
             .get(scheme.header.as_str())
             .and_then(|v| v.to_str().ok());
