@@ -56,7 +56,7 @@ use endpoint::Endpoint;
 use metrics::Metrics;
 use retry::RetrySchedule;
 use sender::SenderHandle;
-use workers::{Job, Workers};
+use workers::Workers;
 
 /// Outbox rows loaded at start, oldest first (newer ones wait for the next start; a
 /// warning says so).
@@ -365,10 +365,6 @@ impl Server {
         self.shared.store.clone()
     }
 
-    pub fn metrics(&self) -> Arc<Metrics> {
-        self.shared.metrics.clone()
-    }
-
     /// Stops accepting, lets in-flight requests, steps and sends finish; the rest stays
     /// pending in the store for the next start.
     pub async fn shutdown(mut self) -> anyhow::Result<()> {
@@ -384,11 +380,6 @@ impl Server {
         }
         tracing::info!("plugboard stopped");
         Ok(())
-    }
-
-    /// Queues a job for a conversation (for the admin side).
-    pub fn enqueue(&self, key: crate::conversation::SessionKey, job: Job) {
-        self.shared.workers.enqueue(&self.shared, key, job);
     }
 }
 

@@ -258,24 +258,14 @@ async fn mark_done(shared: &Shared, ids: Vec<i64>) {
 /// message id yet): then its event stays pending and is looked at again every second for
 /// [`WINDOW_RECHECK`] tries (also after a restart, since the event is still pending).
 pub async fn apply_statuses(shared: &Arc<Shared>, rows: Vec<EventRow>) {
-    let mut done = Vec::with_capacity(rows.len());
-    let mut later = Vec::new();
-    for row in rows {
-        match apply_status_row(shared, &row).await {
-            Some(true) => done.push(row.id),
-            Some(false) => later.push(row),
-            None => return,
-        }
-    }
-    mark_done(shared, done).await;
+    let mut later = rows;
     let mut stopping = shared.stop_signal();
-    for _ in 0..WINDOW_RECHECK {
-        if later.is_empty() || shared.is_stopping() {
-            return;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = stopping.changed() => return,
+    for attempt in 0..=WINDOW_RECHECK {
+        if attempt > 0 {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = stopping.changed() => return,
+            }
         }
         let mut still = Vec::new();
         let mut done = Vec::new();
@@ -288,6 +278,9 @@ pub async fn apply_statuses(shared: &Arc<Shared>, rows: Vec<EventRow>) {
         }
         mark_done(shared, done).await;
         later = still;
+        if later.is_empty() || shared.is_stopping() {
+            return;
+        }
     }
     if !later.is_empty() {
         tracing::warn!(

@@ -767,7 +767,7 @@ fn window_template(endpoint: &Endpoint) -> Option<BotOutput> {
 async fn dead(shared: &Arc<Shared>, row: &OutboxRow, reason: &str, detail: String) -> Done {
     count(shared, &row.endpoint, "dead");
     tracing::warn!(endpoint = %row.endpoint, outbox = row.id, %reason, %detail, "send given up; kept as a dead letter");
-    let receipt = row.output.contains("\"MarkRead\"");
+    let receipt = Queued::new(row.clone()).receipt();
     let event = (!receipt && !row.conversation.is_empty()).then(|| NewEvent {
         dedupe_key: format!("send-failed:{}", row.id),
         conversation: row.conversation.clone(),

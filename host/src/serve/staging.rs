@@ -40,11 +40,6 @@ impl StagedSessions {
             .unwrap_or_else(|e| e.into_inner())
             .remove(key)
     }
-
-    /// Forgets a staged record (the step could not be committed and will run again).
-    pub fn discard(&self, key: &SessionKey) {
-        self.take(key);
-    }
 }
 
 impl SessionStore for StagedSessions {
