@@ -5,7 +5,8 @@
 //! never waits on the outer build's lock. `cargo build`/`cargo test` at the root thus need
 //! nothing else. The paths come back to the crate as environment variables:
 //! `PLUGBOARD_WHATSAPP_WASM` (embedded in the binary), `PLUGBOARD_MISBEHAVING_WASM` and
-//! `PLUGBOARD_WRONG_WORLD_WASM`, `PLUGBOARD_MISBEHAVING_HOOK_WASM` (tests only), and the
+//! `PLUGBOARD_WRONG_WORLD_WASM`, `PLUGBOARD_MISBEHAVING_HOOK_WASM`,
+//! `PLUGBOARD_IMPORTS_HTTP_WASM` (tests only), and the
 //! example transformer hooks of `flows/hooks/` (`PLUGBOARD_HOOK_MASK_PII_WASM`,
 //! `PLUGBOARD_HOOK_SIGNATURE_WASM`).
 
@@ -32,6 +33,11 @@ const GUESTS: &[(&str, &str, &str)] = &[
         "misbehaving-hook-guest",
         "misbehaving_hook_guest",
         "PLUGBOARD_MISBEHAVING_HOOK_WASM",
+    ),
+    (
+        "imports-http-guest",
+        "imports_http_guest",
+        "PLUGBOARD_IMPORTS_HTTP_WASM",
     ),
     (
         "plugboard-hook-mask-pii",

@@ -14,7 +14,16 @@
 //! `--hooks PATH…` adds transformer hooks, `--delay-ms N` a message delay, `--plugin PATH` another
 //! adapter. It reads stdin; [`run_with_input`] takes any reader instead.
 //!
-//! Exit codes: 0 success, 1 the input or the plugin failed, 2 usage errors (clap).
+//! `plugboard plugin|endpoint|conversation …` manage a running host through its admin API
+//! (see [`crate::admin_cli`], a pure HTTP client): install, list, inspect and remove plugins;
+//! create, list, show, change (`set KEY=VALUE…`), enable, disable, verify and delete
+//! endpoints; list conversations and show transcripts. `--url`, `--token`, `--config` and
+//! `--json` apply to each.
+//!
+//! Exit codes: 0 success, 1 the input or the plugin failed, 2 usage errors (clap). The admin
+//! commands have their own: 1 the host refused the request (4xx) or verification found
+//! problems, 2 usage errors, 3 the host cannot be reached or answered 5xx, 4 unauthorized
+//! ([`crate::admin_cli::EXIT_CODES`]).
 //! [`run`] writes to the given streams so tests drive the CLI in-process.
 
 use std::ffi::OsString;
@@ -27,6 +36,7 @@ use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::admin_cli::{self, Connection, ConversationCommand, EndpointCommand, PluginCommand};
 use crate::plugins::types::{BotOutput, RenderContext, RequestSpec};
 use crate::plugins::{AdapterPlugin, BUNDLED_WHATSAPP, PluginLimits, PluginRuntime};
 
@@ -90,6 +100,31 @@ enum Command {
         /// Replay every dead-lettered webhook.
         #[arg(long)]
         all: bool,
+    },
+    /// Install, list, inspect and remove the plugins of a running host (admin API).
+    #[command(after_help = admin_cli::EXIT_CODES)]
+    Plugin {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+    /// Create, list, show, change, enable, disable, verify and delete a running host's
+    /// endpoints (admin API).
+    #[command(after_help = admin_cli::EXIT_CODES)]
+    Endpoint {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: EndpointCommand,
+    },
+    /// List an endpoint's conversations and show their transcripts (admin API).
+    #[command(after_help = admin_cli::EXIT_CODES)]
+    Conversation {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: ConversationCommand,
     },
 }
 
@@ -227,6 +262,28 @@ where
             id,
             all,
         } => crate::serve::cli::replay(config, data_dir, id, all, out).map_err(Failure),
+        // The admin commands have exit codes of their own.
+        Command::Plugin {
+            connection,
+            command,
+        } => {
+            let group = admin_cli::Group::Plugin(command);
+            return admin_cli::run(&connection, group, input, out, err);
+        }
+        Command::Endpoint {
+            connection,
+            command,
+        } => {
+            let group = admin_cli::Group::Endpoint(command);
+            return admin_cli::run(&connection, group, input, out, err);
+        }
+        Command::Conversation {
+            connection,
+            command,
+        } => {
+            let group = admin_cli::Group::Conversation(command);
+            return admin_cli::run(&connection, group, input, out, err);
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

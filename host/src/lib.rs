@@ -12,15 +12,21 @@
 //! - [`conversation`]: the runtime around the engine: sessions by `wa_<user>` key (expiry,
 //!   history), one conversation at a time in order, message delay and typing indicator,
 //!   handover (keywords, mute, webhook), inject and notify, and the http executor.
+//! - [`admin`]: the admin HTTP API under `/admin/v1` (plugins, endpoints, conversations,
+//!   agents, event webhooks) with its generated OpenAPI document.
 //! - [`cli`]: the `plugboard` command line. `adapter decode` and `adapter render` run
 //!   webhook bodies and neutral outputs through a compiled adapter, for flow designers and
 //!   support. `chat` talks to a flow in the terminal as a WhatsApp user.
+//! - [`admin_cli`]: `plugboard plugin|endpoint|conversation …`, an HTTP client of a running
+//!   host's admin API (flags or environment or config → one request → a table or JSON).
 //! - [`chat`]: the `plugboard chat` driver: typed lines → real Meta webhook envelopes →
 //!   the adapter → the conversation runtime → rendered replies shown as the user sees them.
 //!
 //! Data flows one way through a plugin: bytes or neutral values in, neutral values or
 //! request specs out. The plugin decides, the host does: time, network and state stay here.
 
+pub mod admin;
+pub mod admin_cli;
 pub mod chat;
 pub mod cli;
 pub mod conversation;

@@ -5,6 +5,8 @@
 //! One test binary on purpose: the WhatsApp component is compiled once
 //! (`plugboard_tests::whatsapp()`) and shared by every test.
 
+mod admin;
+mod admin_cli;
 mod boundary;
 mod chat;
 mod cli;

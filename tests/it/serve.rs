@@ -22,27 +22,29 @@ use plugboard_tests::mock_graph::{MockGraph, Reply, Request, describe};
 use plugboard_tests::webhook::{self, SIGNATURE_HEADER};
 use serde_json::{Value, json};
 
-const PNID: &str = "106540352242922";
-const SECRET: &str = "s3cret";
-const ACCESS_TOKEN: &str = "EAAtoken";
-const VERIFY_TOKEN: &str = "vt";
+pub(crate) const PNID: &str = "106540352242922";
+pub(crate) const SECRET: &str = "s3cret";
+pub(crate) const ACCESS_TOKEN: &str = "EAAtoken";
+pub(crate) const VERIFY_TOKEN: &str = "vt";
+/// The admin API's bearer token in every test config.
+pub(crate) const ADMIN_TOKEN: &str = "admin-test-token-0123456789abcdef";
 /// Where the host must send: `{graph_api_base}/{graph_api_version}/{phone_number_id}/messages`.
 const SEND_PATH: &str = "/v23.0/106540352242922/messages";
 /// Long enough for a debug-build host to pick work up, short enough for a quick failure.
-const WAIT: Duration = Duration::from_secs(15);
+pub(crate) const WAIT: Duration = Duration::from_secs(15);
 /// How long "nothing more happens" is watched for.
-const SETTLE: Duration = Duration::from_millis(600);
+pub(crate) const SETTLE: Duration = Duration::from_millis(600);
 
 /// The support flow's answer to a first message that is neither "hours" nor "human": the
 /// greeting with three reply buttons (`flows/support.json`, node `greet`).
-fn greeting(from: &str) -> String {
+pub(crate) fn greeting(from: &str) -> String {
     format!("Hi {}! How can we help?", webhook::profile_name(from))
 }
 const HOURS: &str = "We are open Monday to Saturday, 9:00 to 18:00. Closed on Sundays.";
 const ANYTHING_ELSE: &str = "Anything else?";
 
 /// A fresh directory under the system temp dir (kept on failure for a post-mortem).
-fn temp_dir(name: &str) -> PathBuf {
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
     static SEQ: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -57,19 +59,35 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn support_flow() -> PathBuf {
+pub(crate) fn support_flow() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows/support.json")
 }
 
 /// The test configuration: one endpoint `shop` on the support flow, replying to `graph`.
 /// `extra` is appended inside the `[[endpoints]]` table (it comes last), and `delays_ms`
 /// is the retry schedule.
-fn config_toml(listen: &str, data_dir: &Path, graph: &str, delays_ms: &str, extra: &str) -> String {
+pub(crate) fn config_toml(
+    listen: &str,
+    data_dir: &Path,
+    graph: &str,
+    delays_ms: &str,
+    extra: &str,
+) -> String {
     // Literal TOML strings: paths are taken as they are, no escapes.
     format!(
         "listen = '{listen}'
 data_dir = '{data}'
 mask_pii = false
+admin_token = '{ADMIN_TOKEN}'
+
+[event_webhooks]
+request_timeout_ms = 1500
+
+[event_webhooks.retry]
+delays_ms = {delays_ms}
+jitter = 0.0
+max_retry_after_ms = 2000
+min_retry_after_ms = 10
 
 [sender]
 request_timeout_ms = 1500
@@ -101,7 +119,7 @@ pair_interval_ms = 1
 }
 
 /// A server on `127.0.0.1:0` with a fresh store, wired to a fresh mock Graph API.
-async fn start_host(extra_toml: &str) -> (Server, MockGraph, PathBuf) {
+pub(crate) async fn start_host(extra_toml: &str) -> (Server, MockGraph, PathBuf) {
     let mock = MockGraph::start().await;
     let dir = temp_dir("host");
     let text = config_toml(
@@ -119,19 +137,19 @@ async fn start_host(extra_toml: &str) -> (Server, MockGraph, PathBuf) {
     (server, mock, dir)
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
         .expect("HTTP client")
 }
 
-fn webhook_url(server: &Server, endpoint: &str) -> String {
+pub(crate) fn webhook_url(server: &Server, endpoint: &str) -> String {
     format!("http://{}/webhooks/{endpoint}", server.local_addr())
 }
 
 /// Posts a signed text message from `from` and asserts the 200.
-async fn send_text(server: &Server, from: &str, wamid: &str, text: &str) {
+pub(crate) async fn send_text(server: &Server, from: &str, wamid: &str, text: &str) {
     let body = webhook::text_message(PNID, from, wamid, text, webhook::now_ts());
     let response = webhook::post(&client(), &webhook_url(server, "shop"), &body, SECRET).await;
     assert_eq!(
@@ -691,14 +709,24 @@ async fn a_disabled_endpoint_stores_but_never_replies() {
 }
 
 /// A spawned `plugboard-node serve`, SIGKILLed when dropped.
-struct Node {
+pub(crate) struct Node {
     child: Child,
     stdout: PathBuf,
     stderr: PathBuf,
 }
 
 impl Node {
-    fn spawn(config: &Path, dir: &Path, run: u32) -> Node {
+    pub(crate) fn spawn(config: &Path, dir: &Path, run: u32) -> Node {
+        Node::spawn_with_env(config, dir, run, &[])
+    }
+
+    /// [`Node::spawn`] with extra environment variables (`RUST_LOG`, say).
+    pub(crate) fn spawn_with_env(
+        config: &Path,
+        dir: &Path,
+        run: u32,
+        env: &[(&str, &str)],
+    ) -> Node {
         let stdout = dir.join(format!("node-{run}.stdout"));
         let stderr = dir.join(format!("node-{run}.stderr"));
         let file = |p: &Path| std::fs::File::create(p).expect("create a log file");
@@ -706,6 +734,7 @@ impl Node {
             .arg("serve")
             .arg("--config")
             .arg(config)
+            .envs(env.iter().copied())
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::from(file(&stdout)))
@@ -717,6 +746,12 @@ impl Node {
             stdout,
             stderr,
         }
+    }
+
+    /// Everything the process wrote so far, stdout then stderr.
+    pub(crate) fn all_output(&self) -> String {
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+        format!("{}\n{}", read(&self.stdout), read(&self.stderr))
     }
 
     fn logs(&self) -> String {
@@ -739,7 +774,7 @@ impl Node {
         }
     }
 
-    async fn wait_ready(&mut self, base: &str) {
+    pub(crate) async fn wait_ready(&mut self, base: &str) {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
@@ -763,7 +798,7 @@ impl Node {
     }
 
     /// SIGKILL (on unix `Child::kill` sends SIGKILL) and reap.
-    fn kill(&mut self) {
+    pub(crate) fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -776,7 +811,7 @@ impl Drop for Node {
 }
 
 /// A port that was free a moment ago (the node is restarted on the same address).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())

@@ -8,6 +8,9 @@
 //! (`"status":"read"`) always get `{"success":true}` and leave the script alone, so a
 //! script lines up with the sends a test is about.
 //!
+//! A `GET` (the phone number lookup behind `verify`) answers the number's fields
+//! ([`MOCK_DISPLAY_NUMBER`]) unless an error reply is scripted for it.
+//!
 //! Error replies use Graph's real error shape
 //! (`{"error":{"message","type","code","error_data":{"details"},"fbtrace_id"}}`), which is
 //! what the adapter's classifier reads (`adapter/src/classify.rs`).
@@ -23,6 +26,10 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+
+/// What a `GET` of a phone number id answers (unless an error is scripted).
+pub const MOCK_DISPLAY_NUMBER: &str = "+1 555-078-3881";
+pub const MOCK_VERIFIED_NAME: &str = "Plugboard Test Shop";
 
 /// How the mock answers one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -330,6 +337,21 @@ async fn handle(
     let mut shared = lock(&inner);
     let (status, message_id, response) = if mark_read {
         (200, None, json_response(200, json!({ "success": true })))
+    } else if method == Method::GET && matches!(last, Reply::Ok) {
+        // `GET /{version}/{phone-number-id}`: the number's fields (what `verify` reads).
+        let id = uri
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let body = json!({
+            "verified_name": MOCK_VERIFIED_NAME,
+            "display_phone_number": MOCK_DISPLAY_NUMBER,
+            "quality_rating": "GREEN",
+            "id": id,
+        });
+        (200, None, json_response(200, body))
     } else {
         answer(&last, &to, &mut shared.next_id)
     };

@@ -730,7 +730,7 @@ fn content_text(content: &MessageContent) -> String {
 }
 
 /// An output as one line of history.
-fn output_text(output: &BotOutput) -> String {
+pub(crate) fn output_text(output: &BotOutput) -> String {
     match output {
         BotOutput::Text(t) => t.clone(),
         BotOutput::Choices(c) => c.text.clone(),

@@ -44,6 +44,8 @@ pub mod test_guests {
     /// A real `plugboard:channel/transformer@0.1.0` whose `on-input` loops on the text
     /// `loop` and panics on `panic`.
     pub const MISBEHAVING_HOOK: &str = env!("PLUGBOARD_MISBEHAVING_HOOK_WASM");
+    /// A real `plugboard:channel/adapter@0.1.0` that imports `wasi:http`, which the host refuses.
+    pub const IMPORTS_HTTP: &str = env!("PLUGBOARD_IMPORTS_HTTP_WASM");
 }
 
 /// The example transformer hooks in `flows/hooks/`, compiled by `host/build.rs`.

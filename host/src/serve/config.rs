@@ -21,7 +21,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::retry::RetrySchedule;
 use crate::conversation::{ConversationConfig, HandoverConfig};
@@ -41,6 +42,8 @@ pub const DEFAULT_GRAPH_API_VERSION: &str = "v23.0";
 pub const MIN_RETENTION_DAYS: u32 = 7;
 /// The verify token `plugboard serve --demo` uses without `PLUGBOARD_VERIFY_TOKEN`.
 pub const DEMO_VERIFY_TOKEN: &str = "plugboard-demo";
+/// The shortest admin token accepted (it guards every endpoint's credentials).
+pub const MIN_ADMIN_TOKEN: usize = 16;
 /// The phone number id of the demo endpoint (not a real number).
 pub const DEMO_PHONE_NUMBER_ID: &str = "100000000000001";
 
@@ -132,6 +135,33 @@ impl Default for SenderSettings {
     }
 }
 
+/// `[event_webhooks]`: delivery of the outbound event webhooks (admin API).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EventWebhookSettings {
+    /// `[event_webhooks.retry]`: waits between attempts; exhausted, a delivery is dead.
+    pub retry: RetrySchedule,
+    /// Timeout of one delivery.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for EventWebhookSettings {
+    fn default() -> Self {
+        EventWebhookSettings {
+            // About a day: 5 s, 30 s, 2 min, 10 min, 30 min, 1 h, 3 h, 6 h, 12 h.
+            retry: RetrySchedule {
+                delays_ms: vec![
+                    5_000, 30_000, 120_000, 600_000, 1_800_000, 3_600_000, 10_800_000, 21_600_000,
+                    43_200_000,
+                ],
+                jitter: 0.2,
+                ..RetrySchedule::default()
+            },
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
 /// Which adapter component serves an endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum PluginSource {
@@ -140,11 +170,13 @@ pub enum PluginSource {
     Bundled,
     /// A `.wasm` component on disk (resolved against the config file's directory).
     Path(PathBuf),
+    /// A plugin installed through the admin API (`plugin = "<name>"`), kept in the store.
+    Installed(String),
 }
 
 /// A template sent instead of a free-form message when the 24-hour customer service window
 /// is closed (free-form messages are refused then).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateRef {
     /// The approved template's name.
@@ -157,20 +189,25 @@ pub struct TemplateRef {
 }
 
 /// `[endpoints.handover]`: overrides of [`HandoverConfig::default`]; absent keys keep it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HandoverSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keywords: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirmation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mute_for_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_url: Option<String>,
 }
 
 /// `[[endpoints.transformers]]`: a transformer hook component, run in file order.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TransformerConfig {
     /// The `.wasm` component (resolved against the config file's directory).
+    #[schema(value_type = String)]
     pub path: PathBuf,
 }
 
@@ -188,6 +225,9 @@ pub struct EndpointConfig {
     pub access_token: Option<Secret>,
     pub phone_number_id: String,
     pub waba_id: Option<String>,
+    /// The number users see (`+1 555 0100`), for the `wa.me` link and QR code; learned by
+    /// `verify` when not configured.
+    pub display_phone_number: Option<String>,
     /// Echoed by Meta in the subscription handshake.
     pub verify_token: Secret,
     /// Key of the `X-Hub-Signature-256` HMAC.
@@ -369,7 +409,14 @@ pub struct ServeConfig {
     pub mask_pii: bool,
     pub store: StoreSettings,
     pub sender: SenderSettings,
+    pub event_webhooks: EventWebhookSettings,
+    /// The bearer token of the admin API (`admin_token`, else `$PLUGBOARD_ADMIN_TOKEN`);
+    /// without one the admin API answers 401 to everything.
+    pub admin_token: Option<Secret>,
     pub endpoints: Vec<EndpointConfig>,
+    /// The `[[endpoints]]` tables as written (paths made absolute, secrets unresolved):
+    /// what seeds the store's endpoint table (see `serve::registry`).
+    pub endpoint_specs: Vec<EndpointSpec>,
 }
 
 /// Why a config could not be loaded. Messages name the file and the field, never a secret
@@ -414,33 +461,42 @@ impl ServeConfig {
     /// none, and signatures are not checked) and `PLUGBOARD_ACCESS_TOKEN`; the Graph API base
     /// from `PLUGBOARD_GRAPH_API_BASE` (e.g. a local mock).
     pub fn demo(repo_root: &Path) -> ServeConfig {
-        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let app_secret = env("PLUGBOARD_APP_SECRET").map(Secret::new);
-        let endpoint = EndpointConfig {
-            insecure_skip_signature: app_secret.is_none(),
-            app_secret,
-            verify_token: Secret::new(
-                env("PLUGBOARD_VERIFY_TOKEN").unwrap_or_else(|| DEMO_VERIFY_TOKEN.to_string()),
-            ),
-            access_token: env("PLUGBOARD_ACCESS_TOKEN").map(Secret::new),
-            graph_api_base: env("PLUGBOARD_GRAPH_API_BASE")
-                .map(|base| base.trim_end_matches('/').to_string())
-                .unwrap_or_else(|| DEFAULT_GRAPH_API_BASE.to_string()),
-            ..default_endpoint(
-                "demo".to_string(),
-                repo_root.join("flows").join("support.json"),
-                DEMO_PHONE_NUMBER_ID.to_string(),
-            )
+        let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty());
+        // Secrets stay references: the store keeps `env:NAME`, never the value.
+        let reference = |name: &str| set(name).then(|| format!("{ENV_PREFIX}{name}"));
+        let root = std::path::absolute(repo_root).unwrap_or_else(|_| repo_root.to_path_buf());
+        let spec = EndpointSpec {
+            id: "demo".to_string(),
+            flow: root.join("flows").join("support.json"),
+            phone_number_id: DEMO_PHONE_NUMBER_ID.to_string(),
+            insecure_skip_signature: Some(!set("PLUGBOARD_APP_SECRET")),
+            app_secret: reference("PLUGBOARD_APP_SECRET"),
+            verify_token: reference("PLUGBOARD_VERIFY_TOKEN")
+                .unwrap_or_else(|| DEMO_VERIFY_TOKEN.to_string()),
+            access_token: reference("PLUGBOARD_ACCESS_TOKEN"),
+            graph_api_base: std::env::var("PLUGBOARD_GRAPH_API_BASE")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(|base| base.trim_end_matches('/').to_string()),
+            ..EndpointSpec::default()
         };
+        // Built from constants and set variables: it resolves (a test keeps it so).
+        let endpoints = spec.resolve(&root, "demo").into_iter().collect();
         ServeConfig {
             listen: default_listen(),
-            data_dir: repo_root.join("data"),
+            data_dir: root.join("data"),
             public_url: None,
             log_format: LogFormat::Text,
             mask_pii: true,
             store: StoreSettings::default(),
             sender: SenderSettings::default(),
-            endpoints: vec![endpoint],
+            event_webhooks: EventWebhookSettings::default(),
+            admin_token: std::env::var("PLUGBOARD_ADMIN_TOKEN")
+                .ok()
+                .filter(|v| v.len() >= MIN_ADMIN_TOKEN)
+                .map(Secret),
+            endpoints,
+            endpoint_specs: vec![spec],
         }
     }
 
@@ -466,6 +522,13 @@ impl ServeConfig {
             return Err("store.batch_max must be greater than 0".to_string());
         }
         self.sender.retry.validate()?;
+        self.event_webhooks
+            .retry
+            .validate()
+            .map_err(|e| e.replacen("sender.retry", "event_webhooks.retry", 1))?;
+        if self.event_webhooks.request_timeout_ms == 0 {
+            return Err("event_webhooks.request_timeout_ms must be greater than 0".to_string());
+        }
         if self.sender.request_timeout_ms == 0 {
             return Err("sender.request_timeout_ms must be greater than 0".to_string());
         }
@@ -517,42 +580,109 @@ struct RawConfig {
     #[serde(default)]
     sender: SenderSettings,
     #[serde(default)]
-    endpoints: Vec<RawEndpoint>,
+    event_webhooks: EventWebhookSettings,
+    admin_token: Option<String>,
+    #[serde(default)]
+    endpoints: Vec<EndpointSpec>,
 }
 
-/// One `[[endpoints]]` as written: secrets still literal or `env:NAME`.
-#[derive(Deserialize)]
+/// One `[[endpoints]]` as written (TOML) or posted to the admin API (JSON): secrets still
+/// literal or `env:NAME`, paths as given. [`EndpointSpec::resolve`] turns it into an
+/// [`EndpointConfig`]; the store keeps specs, so an `env:NAME` secret is read again at every
+/// start and never copied into the database.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RawEndpoint {
-    id: String,
-    enabled: Option<bool>,
-    plugin: Option<String>,
-    flow: PathBuf,
-    app_id: Option<String>,
-    access_token: Option<String>,
-    phone_number_id: String,
-    waba_id: Option<String>,
-    verify_token: String,
-    app_secret: Option<String>,
-    insecure_skip_signature: Option<bool>,
-    graph_api_base: Option<String>,
-    graph_api_version: Option<String>,
-    message_delay_ms: Option<u64>,
-    typing_indicator: Option<bool>,
-    mark_read: Option<bool>,
-    session_expiry_secs: Option<u64>,
-    history_turns: Option<usize>,
-    max_body_bytes: Option<usize>,
-    throughput_per_second: Option<u32>,
-    pair_burst: Option<u32>,
-    pair_interval_ms: Option<u64>,
-    window_template: Option<TemplateRef>,
-    #[serde(default)]
-    handover: HandoverSettings,
-    #[serde(default)]
-    transformers: Vec<TransformerConfig>,
-    #[serde(default)]
-    transformer_policy: FailurePolicy,
+pub struct EndpointSpec {
+    /// `[a-z0-9_-]{1,64}`; the webhook URL is `/webhooks/{id}`.
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// `"whatsapp"` (bundled, the default), an installed plugin's name, or a `.wasm` path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// The flow file.
+    #[schema(value_type = String)]
+    pub flow: PathBuf,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
+    /// Secret (literal or `env:NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_token: Option<String>,
+    pub phone_number_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waba_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_phone_number: Option<String>,
+    /// Secret (literal or `env:NAME`).
+    pub verify_token: String,
+    /// Secret (literal or `env:NAME`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_signature: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_api_base: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_api_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_delay_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub typing_indicator: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark_read: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_expiry_secs: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_turns: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throughput_per_second: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair_burst: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pair_interval_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_template: Option<TemplateRef>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub handover: HandoverSettings,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transformers: Vec<TransformerConfig>,
+    #[serde(default, skip_serializing_if = "is_default")]
+    #[schema(value_type = String)]
+    pub transformer_policy: FailurePolicy,
+}
+
+impl fmt::Debug for EndpointSpec {
+    /// The spec with its secrets redacted (`env:NAME` references are shown: the name is
+    /// not the secret).
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = |value: Option<&str>| {
+            value.map(|v| {
+                if v.starts_with(ENV_PREFIX) {
+                    v.to_string()
+                } else {
+                    "[redacted]".to_string()
+                }
+            })
+        };
+        f.debug_struct("EndpointSpec")
+            .field("id", &self.id)
+            .field("plugin", &self.plugin)
+            .field("flow", &self.flow)
+            .field("phone_number_id", &self.phone_number_id)
+            .field("access_token", &shown(self.access_token.as_deref()))
+            .field("verify_token", &shown(Some(&self.verify_token)))
+            .field("app_secret", &shown(self.app_secret.as_deref()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The names of the secret fields of an [`EndpointSpec`].
+pub const SPEC_SECRETS: [&str; 3] = ["access_token", "verify_token", "app_secret"];
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 fn yes() -> bool {
@@ -567,12 +697,31 @@ impl RawConfig {
                 format!("listen must be an address like \"{DEFAULT_LISTEN}\", got {text:?}")
             })?,
         };
-        let endpoints = self
+        let endpoint_specs: Vec<EndpointSpec> = self
             .endpoints
             .into_iter()
+            .map(|spec| spec.absolute(base_dir))
+            .collect();
+        let endpoints = endpoint_specs
+            .iter()
             .enumerate()
-            .map(|(i, raw)| raw.resolve(base_dir, &format!("endpoints[{i}]")))
+            .map(|(i, spec)| spec.resolve(base_dir, &format!("endpoints[{i}]")))
             .collect::<Result<Vec<_>, _>>()?;
+        let admin_token = match self.admin_token {
+            Some(value) => Some(resolve_secret(value, "admin_token")?),
+            None => std::env::var("PLUGBOARD_ADMIN_TOKEN")
+                .ok()
+                .filter(|v| !v.is_empty())
+                .map(Secret),
+        };
+        if admin_token
+            .as_ref()
+            .is_some_and(|t| t.0.len() < MIN_ADMIN_TOKEN)
+        {
+            return Err(format!(
+                "admin_token must be at least {MIN_ADMIN_TOKEN} characters"
+            ));
+        }
         Ok(ServeConfig {
             listen,
             data_dir: base_dir.join(self.data_dir.unwrap_or_else(|| PathBuf::from("data"))),
@@ -581,20 +730,47 @@ impl RawConfig {
             mask_pii: self.mask_pii,
             store: self.store,
             sender: self.sender,
+            event_webhooks: self.event_webhooks,
+            admin_token,
             endpoints,
+            endpoint_specs,
         })
     }
 }
 
-impl RawEndpoint {
-    fn resolve(self, base_dir: &Path, at: &str) -> Result<EndpointConfig, String> {
+impl EndpointSpec {
+    /// The spec with its paths (flow, plugin, transformers) joined to `base_dir`, so it
+    /// means the same wherever it is read later (the store keeps it).
+    pub fn absolute(mut self, base_dir: &Path) -> EndpointSpec {
+        self.flow = base_dir.join(&self.flow);
+        if let Some(plugin) = &self.plugin
+            && plugin.ends_with(".wasm")
+        {
+            self.plugin = Some(base_dir.join(plugin).display().to_string());
+        }
+        for t in &mut self.transformers {
+            t.path = base_dir.join(&t.path);
+        }
+        self
+    }
+
+    /// Resolves and validates the spec: defaults filled in, `env:NAME` secrets read,
+    /// relative paths joined to `base_dir`. Errors name the field as `{at}.field`.
+    pub fn resolve(&self, base_dir: &Path, at: &str) -> Result<EndpointConfig, String> {
+        let config = self.clone().resolve_unchecked(base_dir, at)?;
+        config.validate(at)?;
+        Ok(config)
+    }
+
+    fn resolve_unchecked(self, base_dir: &Path, at: &str) -> Result<EndpointConfig, String> {
         let plugin = match self.plugin.as_deref() {
             None | Some(BUNDLED_PLUGIN) => PluginSource::Bundled,
             Some(path) if path.ends_with(".wasm") => PluginSource::Path(base_dir.join(path)),
+            Some(name) if valid_id(name) => PluginSource::Installed(name.to_string()),
             Some(other) => {
                 return Err(format!(
-                    "{at}.plugin must be \"{BUNDLED_PLUGIN}\" or the path of a .wasm component, \
-                     got {other:?}"
+                    "{at}.plugin must be \"{BUNDLED_PLUGIN}\", an installed plugin's name or the \
+                     path of a .wasm component, got {other:?}"
                 ));
             }
         };
@@ -610,6 +786,7 @@ impl RawEndpoint {
             app_id: self.app_id,
             access_token: secret(self.access_token, "access_token")?,
             waba_id: self.waba_id,
+            display_phone_number: self.display_phone_number,
             verify_token: resolve_secret(self.verify_token, &format!("{at}.verify_token"))?,
             app_secret: secret(self.app_secret, "app_secret")?,
             insecure_skip_signature: self
@@ -657,6 +834,7 @@ fn default_endpoint(id: String, flow: PathBuf, phone_number_id: String) -> Endpo
         access_token: None,
         phone_number_id,
         waba_id: None,
+        display_phone_number: None,
         verify_token: Secret::new(String::new()),
         app_secret: None,
         insecure_skip_signature: false,
@@ -1099,7 +1277,7 @@ access_token = "env:PLUGBOARD_TEST_CFG_ENV_AT"
             ),
             (
                 "app_secret = \"as-literal\"",
-                "app_secret = \"as-literal\"\nplugin = \"telegram\"",
+                "app_secret = \"as-literal\"\nplugin = \"Telegram Bot\"",
                 "plugin",
             ),
         ];

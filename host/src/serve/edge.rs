@@ -28,17 +28,23 @@ use axum::routing::get;
 use crate::plugins::types::HandshakeReply;
 use crate::store::InboxRow;
 
+use super::endpoint::Activity;
 use super::signature::{self, SignatureError};
 use super::{Shared, now_ms};
+
+/// Above any endpoint's `max_body_bytes` (checked per endpoint below): endpoints added at
+/// run time may allow more than the ones served at start.
+const BODY_CEILING: usize = 64 * 1024 * 1024;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     let max_body = shared
         .endpoints
-        .values()
+        .all()
+        .iter()
         .map(|e| e.config.max_body_bytes)
         .max()
         .unwrap_or(0)
-        .max(1);
+        .max(BODY_CEILING);
     Router::new()
         .route("/webhooks/{endpoint}", get(handshake).post(receive))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -69,11 +75,14 @@ async fn handshake(
     let reply = endpoint
         .adapter
         .handshake(&query, &endpoint.handshake_settings);
-    shared.observe_plugin(endpoint, "handshake", started);
+    shared.observe_plugin(&endpoint, "handshake", started);
     match reply {
         Ok(HandshakeReply::Accept(body)) => {
             count(&shared, &id, "handshake_ok");
             tracing::info!(endpoint = %id, "webhook subscription verified");
+            if let Err(e) = shared.store.endpoint_handshake(&id, now_ms()).await {
+                tracing::warn!(endpoint = %id, "cannot record the handshake: {e}");
+            }
             (StatusCode::OK, body).into_response()
         }
         Ok(HandshakeReply::Reject(reason)) => {
@@ -124,7 +133,7 @@ async fn receive(
             return (status, "cannot read the body\n").into_response();
         }
     };
-    if let Some(Some(scheme)) = shared.signatures.get(&id) {
+    if let Some(scheme) = &endpoint.signature {
         let header_value = headers
             .get(scheme.header.as_str())
             .and_then(|v| v.to_str().ok());
@@ -150,6 +159,7 @@ async fn receive(
         .await
     {
         Ok(inbox_id) => {
+            Activity::set(&endpoint.activity.last_webhook_ms, received_ms);
             shared.notify_inbox(InboxRow {
                 id: inbox_id,
                 endpoint: id.clone(),
@@ -180,7 +190,8 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
     let store = shared.store.ping().await;
     let plugins: Vec<_> = shared
         .endpoints
-        .values()
+        .all()
+        .iter()
         .map(|e| {
             serde_json::json!({
                 "endpoint": e.config.id,

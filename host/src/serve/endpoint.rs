@@ -7,6 +7,7 @@
 //! the start with a message naming the endpoint: a host never serves half-configured.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::conversation::{Conversations, ReqwestHttp, SystemClock, WebhookHandover};
 use crate::flow::Flow;
@@ -15,7 +16,8 @@ use crate::plugins::{AdapterPlugin, BUNDLED_WHATSAPP, HookPlugin, PluginLimits, 
 use crate::store::Store;
 use crate::transform::Transformers;
 
-use super::config::{EndpointConfig, PluginSource};
+use super::SignatureCheck;
+use super::config::{EndpointConfig, PluginSource, Secret};
 use super::staging::{Collector, StagedSessions};
 
 /// Settings only the host uses; adapters never get them.
@@ -38,6 +40,39 @@ pub struct Endpoint {
     pub conversations: EndpointConversations,
     pub sessions: Arc<StagedSessions>,
     pub collector: Collector,
+    /// `None`: the endpoint is configured with `insecure_skip_signature`.
+    pub signature: Option<SignatureCheck>,
+    /// Where the adapter came from, for the admin API (`whatsapp`, a plugin name, a path).
+    pub plugin_name: String,
+    pub activity: Activity,
+}
+
+/// What the host has seen of an endpoint since it started (milliseconds; 0 = never).
+#[derive(Default)]
+pub struct Activity {
+    pub last_webhook_ms: AtomicU64,
+    pub last_auth_failure_ms: AtomicU64,
+    pub last_send_ms: AtomicU64,
+}
+
+impl Activity {
+    pub fn set(field: &AtomicU64, ms: u64) {
+        field.fetch_max(ms, Ordering::Relaxed);
+    }
+
+    pub fn get(field: &AtomicU64) -> Option<u64> {
+        Some(field.load(Ordering::Relaxed)).filter(|ms| *ms > 0)
+    }
+
+    pub(super) fn carry_over(&self, old: &Activity) {
+        for (new, old) in [
+            (&self.last_webhook_ms, &old.last_webhook_ms),
+            (&self.last_auth_failure_ms, &old.last_auth_failure_ms),
+            (&self.last_send_ms, &old.last_send_ms),
+        ] {
+            new.fetch_max(old.load(Ordering::Relaxed), Ordering::Relaxed);
+        }
+    }
 }
 
 impl Endpoint {
@@ -48,18 +83,29 @@ impl Endpoint {
     ) -> Result<Endpoint, String> {
         let id = config.id.clone();
         let fail = |what: String| format!("endpoint `{id}`: {what}");
-        let (bytes, origin) = match &config.plugin {
+        let mut limits = PluginLimits::default();
+        let (bytes, origin, plugin_name) = match &config.plugin {
             PluginSource::Bundled => (
                 BUNDLED_WHATSAPP.to_vec(),
                 "the bundled WhatsApp adapter".to_string(),
+                super::config::BUNDLED_PLUGIN.to_string(),
             ),
             PluginSource::Path(path) => (
                 std::fs::read(path)
                     .map_err(|e| fail(format!("cannot read plugin {}: {e}", path.display())))?,
                 path.display().to_string(),
+                path.display().to_string(),
             ),
+            PluginSource::Installed(name) => {
+                let plugin = store
+                    .plugin(name)
+                    .map_err(|e| fail(e.to_string()))?
+                    .ok_or_else(|| fail(format!("plugin `{name}` is not installed")))?;
+                limits = crate::admin::plugins::limits_of(&plugin);
+                (plugin.wasm, format!("plugin `{name}`"), name.clone())
+            }
         };
-        let adapter = AdapterPlugin::load(runtime, &bytes, PluginLimits::default())
+        let adapter = AdapterPlugin::load(runtime, &bytes, limits)
             .map_err(|e| fail(format!("cannot load {origin}: {e}")))?;
         let flow =
             Flow::load(&config.flow, &adapter.info().limits).map_err(|e| fail(e.to_string()))?;
@@ -104,7 +150,11 @@ impl Endpoint {
             .filter(|(name, _)| !HOST_ONLY_SECRETS.contains(&name.as_str()))
             .cloned()
             .collect();
+        let signature = signature_check(&config, &adapter, &settings)?;
         Ok(Endpoint {
+            signature,
+            plugin_name,
+            activity: Activity::default(),
             settings,
             handshake_settings,
             config,
@@ -115,4 +165,39 @@ impl Endpoint {
             collector,
         })
     }
+}
+
+/// How the endpoint's webhooks are signed (declared by the adapter) and the key (from the
+/// settings); `None` with `insecure_skip_signature`.
+fn signature_check(
+    config: &EndpointConfig,
+    adapter: &AdapterPlugin,
+    settings: &[(String, String)],
+) -> Result<Option<SignatureCheck>, String> {
+    if !config.needs_signature() {
+        return Ok(None);
+    }
+    let id = &config.id;
+    let Some(scheme) = adapter.info().signature.clone() else {
+        return Err(format!(
+            "endpoint `{id}`: the {} adapter declares no signature scheme; set insecure_skip_signature = true to accept unsigned webhooks",
+            adapter.name()
+        ));
+    };
+    let secret = settings
+        .iter()
+        .find(|(name, _)| *name == scheme.secret_setting)
+        .map(|(_, value)| value.clone())
+        .filter(|value| !value.is_empty());
+    let Some(secret) = secret else {
+        return Err(format!(
+            "endpoint `{id}`: `{}` is required to check webhook signatures (or set insecure_skip_signature = true)",
+            scheme.secret_setting
+        ));
+    };
+    Ok(Some(SignatureCheck {
+        header: scheme.header,
+        prefix: scheme.prefix,
+        secret: Secret::new(secret),
+    }))
 }

@@ -18,6 +18,9 @@
 //! - [`staging`]: the session store and output collector a step runs against.
 //! - [`sender`]: the outbound schedule and the Graph API calls.
 //! - [`endpoint`]: one endpoint's adapter, flow, hooks and conversations.
+//! - [`registry`]: the endpoints being served, changeable at run time (admin API), seeded
+//!   from the config into the store at start.
+//! - [`notices`]: the events announced to an endpoint's outbound webhooks.
 //! - [`signature`], [`retry`], [`metrics`], [`logging`]: what their names say.
 //!
 //! [`Server::start`] resumes whatever a previous run left pending (inbox rows, events,
@@ -30,14 +33,15 @@ pub mod edge;
 pub mod endpoint;
 pub mod logging;
 pub mod metrics;
+pub mod notices;
 pub mod pipeline;
+pub mod registry;
 pub mod retry;
 pub mod sender;
 pub mod signature;
 pub mod staging;
 pub mod workers;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -54,6 +58,7 @@ use crate::store::{InboxRow, QueueDepths, SqliteOptions, SqliteStore, Store};
 use config::{Secret, ServeConfig};
 use endpoint::Endpoint;
 use metrics::Metrics;
+use registry::Registry;
 use retry::RetrySchedule;
 use sender::SenderHandle;
 use workers::Workers;
@@ -82,15 +87,23 @@ pub struct SignatureCheck {
 /// What every part of the serving pipeline shares.
 pub struct Shared {
     pub store: Arc<dyn Store>,
-    pub endpoints: HashMap<String, Arc<Endpoint>>,
-    /// `None`: the endpoint is configured with `insecure_skip_signature`.
-    pub signatures: HashMap<String, Option<SignatureCheck>>,
+    pub endpoints: Registry,
+    /// Loads endpoints and plugins the admin API adds while serving.
+    pub runtime: Arc<PluginRuntime>,
+    /// The admin API's bearer token; `None` turns the admin API off (401).
+    pub admin_token: Option<Secret>,
+    /// The base URL Meta reaches (callback URLs); else the listening address.
+    pub public_url: Option<String>,
+    /// The address the edge listens on, once bound.
+    pub local_addr: std::sync::OnceLock<SocketAddr>,
     pub metrics: Arc<Metrics>,
     pub workers: Workers,
     pub sender: SenderHandle,
     pub http: reqwest::Client,
     pub retry: RetrySchedule,
     pub request_timeout: Duration,
+    /// `[event_webhooks]`: how outbound event webhooks are delivered.
+    pub event_webhooks: config::EventWebhookSettings,
     pub sender_workers: usize,
     pub retention_days: u32,
     /// The runtime the pipeline (demux, workers, sender, timers) runs on: its own threads,
@@ -178,6 +191,7 @@ pub struct Server {
     demux: JoinHandle<()>,
     sender: JoinHandle<()>,
     timers: JoinHandle<()>,
+    hooks: JoinHandle<()>,
     /// `None` once shut down (a runtime must not be dropped inside an async context, so it
     /// is shut down in the background, also when a `Server` is dropped without shutdown).
     pipeline: Option<tokio::runtime::Runtime>,
@@ -232,21 +246,7 @@ impl Server {
             PluginRuntime::new()
                 .map_err(|e| anyhow::anyhow!("cannot start the plugin runtime: {e}"))?,
         );
-        let mut endpoints = HashMap::new();
-        let mut signatures = HashMap::new();
-        for endpoint_config in config.endpoints.clone() {
-            let runtime = runtime.clone();
-            let store = store.clone();
-            let endpoint = tokio::task::spawn_blocking(move || {
-                Endpoint::load(&runtime, endpoint_config, store)
-            })
-            .await
-            .context("endpoint task")?
-            .map_err(anyhow::Error::msg)?;
-            let id = endpoint.config.id.clone();
-            signatures.insert(id.clone(), signature_check(&endpoint)?);
-            endpoints.insert(id, Arc::new(endpoint));
-        }
+        let endpoints = registry::seed(&config, &store, &runtime).await?;
 
         let mut guard = RuntimeGuard(Some(
             tokio::runtime::Builder::new_multi_thread()
@@ -263,7 +263,10 @@ impl Server {
         let shared = Arc::new(Shared {
             store: store.clone(),
             endpoints,
-            signatures,
+            runtime,
+            admin_token: config.admin_token.clone(),
+            public_url: config.public_url.clone(),
+            local_addr: std::sync::OnceLock::new(),
             metrics: Arc::new(Metrics::new()),
             workers: Workers::default(),
             sender: sender.clone(),
@@ -273,6 +276,7 @@ impl Server {
                 .context("cannot build the HTTP client")?,
             retry: config.sender.retry.clone(),
             request_timeout: Duration::from_millis(config.sender.request_timeout_ms),
+            event_webhooks: config.event_webhooks.clone(),
             sender_workers: config.sender.workers,
             retention_days: config.store.retention_days,
             pipeline: pipeline_rt.handle().clone(),
@@ -318,12 +322,14 @@ impl Server {
         ));
         let demux = pipeline_rt.spawn(pipeline::demux_loop(shared.clone(), inbox_rx));
         let timers = pipeline_rt.spawn(pipeline::timer_loop(shared.clone()));
+        let hooks = pipeline_rt.spawn(crate::admin::events::delivery_loop(shared.clone()));
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let app = edge::router(shared.clone());
+        let _ = shared.local_addr.set(addr);
+        let app = edge::router(shared.clone()).merge(crate::admin::router(shared.clone()));
         let mut stopping = shared.stop_signal();
         let http = tokio::spawn(async move {
             let served = axum::serve(listener, app)
@@ -335,15 +341,17 @@ impl Server {
                 tracing::error!("http server: {e}");
             }
         });
-        for endpoint in shared.endpoints.values() {
+        for endpoint in shared.endpoints.all() {
+            let id = &endpoint.config.id;
             if endpoint.config.access_token.is_none() {
-                tracing::warn!(endpoint = %endpoint.config.id, "no access_token: replies cannot be sent and will be kept as dead letters");
+                tracing::warn!(endpoint = %id, "no access_token: replies cannot be sent and will be kept as dead letters");
             }
-        }
-        for (id, check) in &shared.signatures {
-            if check.is_none() {
+            if endpoint.signature.is_none() {
                 tracing::warn!(endpoint = %id, "insecure_skip_signature = true: webhooks to this endpoint are NOT authenticated");
             }
+        }
+        if shared.admin_token.is_none() {
+            tracing::info!("no admin_token: the admin API at /admin/v1 refuses every request");
         }
         tracing::info!(%addr, endpoints = shared.endpoints.len(), "plugboard serving");
         Ok(Server {
@@ -353,6 +361,7 @@ impl Server {
             demux,
             sender,
             timers,
+            hooks,
             pipeline: guard.0.take(),
         })
     }
@@ -372,6 +381,7 @@ impl Server {
         let _ = (&mut self.http).await;
         let _ = (&mut self.demux).await;
         let _ = (&mut self.timers).await;
+        let _ = (&mut self.hooks).await;
         self.shared.workers.wait_idle().await;
         self.shared.wait_tracked().await;
         let _ = (&mut self.sender).await;
@@ -381,34 +391,4 @@ impl Server {
         tracing::info!("plugboard stopped");
         Ok(())
     }
-}
-
-fn signature_check(endpoint: &Endpoint) -> anyhow::Result<Option<SignatureCheck>> {
-    if !endpoint.config.needs_signature() {
-        return Ok(None);
-    }
-    let id = &endpoint.config.id;
-    let Some(scheme) = endpoint.adapter.info().signature.clone() else {
-        anyhow::bail!(
-            "endpoint `{id}`: the {} adapter declares no signature scheme; set insecure_skip_signature = true to accept unsigned webhooks",
-            endpoint.adapter.name()
-        );
-    };
-    let secret = endpoint
-        .settings
-        .iter()
-        .find(|(name, _)| *name == scheme.secret_setting)
-        .map(|(_, value)| value.clone())
-        .filter(|value| !value.is_empty());
-    let Some(secret) = secret else {
-        anyhow::bail!(
-            "endpoint `{id}`: `{}` is required to check webhook signatures (or set insecure_skip_signature = true)",
-            scheme.secret_setting
-        );
-    };
-    Ok(Some(SignatureCheck {
-        header: scheme.header,
-        prefix: scheme.prefix,
-        secret: Secret::new(secret),
-    }))
 }

@@ -136,7 +136,7 @@ fn decode_row(shared: &Shared, row: InboxRow) -> Demuxed {
             reason: "unknown_endpoint".into(),
             detail: format!("no endpoint `{}` is configured", row.endpoint),
         },
-        Some(endpoint) => decode_body(shared, endpoint, &row.body),
+        Some(endpoint) => decode_body(shared, &endpoint, &row.body),
     };
     if let DemuxOutcome::Dead { reason, detail } = &outcome {
         tracing::warn!(endpoint = %row.endpoint, inbox = row.id, %reason, %detail, "webhook kept as a dead letter");
@@ -350,7 +350,7 @@ async fn apply_status_row(shared: &Arc<Shared>, row: &EventRow) -> Option<bool> 
                 .first()
                 .map(super::sender::describe_error)
                 .unwrap_or_default();
-            Some(super::sender::window_closed_later(shared, endpoint, outbox_id, detail).await)
+            Some(super::sender::window_closed_later(shared, &endpoint, outbox_id, detail).await)
         }
         // Already reconciled (a redelivered status), or a row that ended otherwise.
         (Some(_), Some(OutboxState::Dead | OutboxState::Read | OutboxState::Delivered)) => {

@@ -40,7 +40,7 @@ use crate::plugins::types::{
 use crate::store::{DeadSend, EventKind, NewEvent, NewOutbox, OutboxRow, OutboxState, StepCommit};
 
 use super::endpoint::Endpoint;
-use super::{Shared, now_ms};
+use super::{Shared, notices, now_ms};
 
 /// Meta's customer-service window.
 pub const WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
@@ -132,9 +132,17 @@ struct Limits {
     number: DefaultDirectRateLimiter,
     pairs: DefaultKeyedRateLimiter<String>,
     paused_until_ms: u64,
+    /// The endpoint settings these limiters were built from: an endpoint changed through
+    /// the admin API gets new ones (the number's pause is kept).
+    settings: (u32, u32, u64),
 }
 
 impl Limits {
+    fn settings(endpoint: &Endpoint) -> (u32, u32, u64) {
+        let c = &endpoint.config;
+        (c.throughput_per_second, c.pair_burst, c.pair_interval_ms)
+    }
+
     fn new(endpoint: &Endpoint) -> Limits {
         let per_second =
             NonZeroU32::new(endpoint.config.throughput_per_second).unwrap_or(NonZeroU32::MIN);
@@ -147,6 +155,7 @@ impl Limits {
             number: RateLimiter::direct(Quota::per_second(per_second)),
             pairs: RateLimiter::keyed(pair_quota),
             paused_until_ms: 0,
+            settings: Limits::settings(endpoint),
         }
     }
 }
@@ -173,11 +182,6 @@ pub async fn sender_loop(
     mut rx: mpsc::UnboundedReceiver<Msg>,
     resumed: Vec<OutboxRow>,
 ) {
-    let limits = shared
-        .endpoints
-        .iter()
-        .map(|(id, e)| (id.clone(), Limits::new(e)))
-        .collect();
     let mut schedule = Schedule {
         permits: Arc::new(Semaphore::new(shared.sender_workers.max(1))),
         shared: shared.clone(),
@@ -185,7 +189,7 @@ pub async fn sender_loop(
         convs: HashMap::new(),
         ready: VecDeque::new(),
         delayed: BinaryHeap::new(),
-        limits,
+        limits: HashMap::new(),
         in_flight: 0,
         last_sent: HashMap::new(),
     };
@@ -213,7 +217,8 @@ pub async fn sender_loop(
             _ = prune_pairs.tick() => {
                 let longest = shared
                     .endpoints
-                    .values()
+                    .all()
+                    .iter()
                     .map(|e| e.config.message_delay_ms)
                     .max()
                     .unwrap_or(0);
@@ -278,8 +283,21 @@ impl Schedule {
             return true;
         }
         let now = now_ms();
-        let endpoint = self.shared.endpoints.get(&key.endpoint).cloned();
+        let endpoint = self.shared.endpoints.get(&key.endpoint);
         let delay_ms = endpoint.as_ref().map_or(0, |e| e.config.message_delay_ms);
+        if let Some(endpoint) = &endpoint {
+            let fresh = self
+                .limits
+                .get(&key.endpoint)
+                .is_some_and(|l| l.settings == Limits::settings(endpoint));
+            if !fresh {
+                let mut limits = Limits::new(endpoint);
+                if let Some(old) = self.limits.get(&key.endpoint) {
+                    limits.paused_until_ms = old.paused_until_ms;
+                }
+                self.limits.insert(key.endpoint.clone(), limits);
+            }
+        }
         let mut due = front.row.next_attempt_ms;
         if !front.plain_receipt()
             && let Some(last) = self.last_sent.get(key).copied()
@@ -475,9 +493,12 @@ async fn send_row(shared: &Arc<Shared>, endpoint: &Endpoint, queued: &Queued) ->
         match result {
             SendResult::Sent(message_id) => {
                 let last = index + 1 == total;
+                let notice = last
+                    .then(|| notices::message_sent(row, Some(output), message_id.as_deref()))
+                    .flatten();
                 if let Err(e) = shared
                     .store
-                    .outbox_part_sent(row.id, message_id, last)
+                    .outbox_part_sent(row.id, message_id, last, notice)
                     .await
                 {
                     // Meta has it; the store does not know. Retried from this part, so
@@ -736,6 +757,7 @@ pub async fn window_closed_later(
         reason: "window_closed".into(),
         detail: format!("{detail}; replaced by the window template"),
         event: None,
+        notice: None,
     };
     if let Err(e) = shared.store.outbox_dead(replaced).await {
         // The template is queued; a redelivered status could queue it again.
@@ -767,7 +789,9 @@ fn window_template(endpoint: &Endpoint) -> Option<BotOutput> {
 async fn dead(shared: &Arc<Shared>, row: &OutboxRow, reason: &str, detail: String) -> Done {
     count(shared, &row.endpoint, "dead");
     tracing::warn!(endpoint = %row.endpoint, outbox = row.id, %reason, %detail, "send given up; kept as a dead letter");
-    let receipt = Queued::new(row.clone()).receipt();
+    let queued = Queued::new(row.clone());
+    let receipt = queued.receipt();
+    let notice = notices::message_failed(row, queued.output.as_ref().ok(), reason, &detail);
     let event = (!receipt && !row.conversation.is_empty()).then(|| NewEvent {
         dedupe_key: format!("send-failed:{}", row.id),
         conversation: row.conversation.clone(),
@@ -784,6 +808,7 @@ async fn dead(shared: &Arc<Shared>, row: &OutboxRow, reason: &str, detail: Strin
         reason: reason.to_string(),
         detail,
         event,
+        notice,
     };
     match shared.store.outbox_dead(dead).await {
         Ok(event) => {

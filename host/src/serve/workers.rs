@@ -23,13 +23,13 @@ use serde_json::json;
 use tokio::sync::Notify;
 
 use crate::conversation::{ConversationError, SessionKey, SessionRecord};
-use crate::plugins::types::{BotOutput, Event, EventBody, InboundMessage, MarkReadOutput};
+use crate::plugins::types::{BotOutput, Event, EventBody, InboundMessage, MarkReadOutput, User};
 use crate::store::{
     EventKind, EventRow, NewOutbox, NewTimer, OutboxRow, OutboxState, StepCommit, TimerRow,
 };
 
 use super::endpoint::Endpoint;
-use super::{Shared, now_ms};
+use super::{Shared, notices, now_ms};
 
 /// The timer that ends a handover when its mute runs out.
 pub const HANDOVER_END: &str = "handover_end";
@@ -42,6 +42,64 @@ const MAX_RETRY_WAIT: Duration = Duration::from_secs(30);
 pub enum Job {
     Event(EventRow),
     Timer(TimerRow),
+    /// An admin API action (agent, inject, notify): in line with the conversation's
+    /// events, answered once its step has committed.
+    Admin(AdminJob),
+}
+
+/// What an admin or agent does to a conversation.
+#[derive(Debug, Clone)]
+pub enum AdminAction {
+    TakeOver {
+        reason: Option<String>,
+    },
+    Release,
+    SetAi(bool),
+    /// A human agent's message (recorded in the history).
+    AgentSend(BotOutput),
+    /// Straight to the user, without the flow.
+    Notify(BotOutput),
+    /// Text and/or data into the flow as if the user had sent it.
+    Inject {
+        text: Option<String>,
+        data: serde_json::Value,
+    },
+}
+
+/// The answer to an admin action: the committed outbox row ids, or why it was not done.
+pub type AdminAnswer = Result<Vec<i64>, String>;
+
+/// An admin action and where its answer goes (once: a retried step answers at the end).
+#[derive(Debug, Clone)]
+pub struct AdminJob {
+    pub action: AdminAction,
+    /// The user when the conversation has no session yet (a first notify).
+    pub recipient: User,
+    reply: Arc<std::sync::Mutex<Option<tokio::sync::oneshot::Sender<AdminAnswer>>>>,
+}
+
+impl AdminJob {
+    pub fn new(
+        action: AdminAction,
+        recipient: User,
+    ) -> (
+        AdminJob,
+        tokio::sync::oneshot::Receiver<Result<Vec<i64>, String>>,
+    ) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let job = AdminJob {
+            action,
+            recipient,
+            reply: Arc::new(std::sync::Mutex::new(Some(tx))),
+        };
+        (job, rx)
+    }
+
+    fn answer(&self, result: AdminAnswer) {
+        if let Some(tx) = self.reply.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = tx.send(result);
+        }
+    }
 }
 
 /// A step failed in a way worth retrying (the store); the event stays pending.
@@ -168,7 +226,7 @@ async fn run(shared: Arc<Shared>, key: SessionKey) {
 }
 
 async fn run_job(shared: &Arc<Shared>, key: &SessionKey, job: &Job) -> Result<(), Retry> {
-    let Some(endpoint) = shared.endpoints.get(&key.endpoint).cloned() else {
+    let Some(endpoint) = shared.endpoints.get(&key.endpoint) else {
         // The endpoint left the configuration: keep the event, log it, move on.
         tracing::warn!(endpoint = %key.endpoint, "event for an endpoint that is not configured");
         match job {
@@ -182,6 +240,7 @@ async fn run_job(shared: &Arc<Shared>, key: &SessionKey, job: &Job) -> Result<()
                     .await
                     .map_err(|e| Retry(e.to_string()))?;
             }
+            Job::Admin(job) => job.answer(Err("the endpoint is not served".into())),
         }
         return Ok(());
     };
@@ -208,6 +267,7 @@ async fn run_job(shared: &Arc<Shared>, key: &SessionKey, job: &Job) -> Result<()
             }
         },
         Job::Timer(timer) => run_timer(shared, &endpoint, key, timer).await,
+        Job::Admin(job) => run_admin(shared, &endpoint, key, job).await,
     }
 }
 
@@ -242,6 +302,16 @@ async fn run_message(
     let recipient = json_or_retry(&message.user)?;
     let business_json = json_or_retry(&business)?;
     let message_id = message.id.clone();
+    let new_conversation = shared
+        .store
+        .session(&key.endpoint, &key.user)
+        .map_err(|e| Retry(e.to_string()))?
+        .is_none();
+    if new_conversation {
+        step.notices.push(notices::conversation_started(&key.user));
+    }
+    step.notices
+        .push(notices::message_received(&key.user, &message));
     let result = endpoint.conversations.handle(message, business).await;
     let outputs = endpoint.collector.take(key);
     let session = endpoint.sessions.take(key);
@@ -256,9 +326,26 @@ async fn run_message(
             for error in &report.errors {
                 tracing::warn!(endpoint = %key.endpoint, conversation = %key.masked(), %error, "flow error");
             }
+            if report.expired {
+                step.notices.push(notices::conversation_started(&key.user));
+            }
+            if report.handover_ended {
+                step.notices
+                    .push(notices::handover_ended(&key.user, "mute_ended"));
+            }
         }
     }
 
+    if let Ok(report) = &result
+        && report.handover_started
+    {
+        let handover = session.as_ref().and_then(|s| s.handover.as_ref());
+        step.notices.push(notices::handover_started(
+            &key.user,
+            handover.and_then(|h| h.reason.as_deref()),
+            handover.map_or(0, |h| h.until_ms),
+        ));
+    }
     let mut rows = Vec::with_capacity(outputs.len() + 1);
     // Meta's typing indicator rides on the read receipt, so it marks the message read too.
     let typing = endpoint.config.typing_indicator && !outputs.is_empty();
@@ -344,6 +431,7 @@ async fn run_timer(
             let mut step = StepCommit {
                 endpoint: key.endpoint.clone(),
                 conversation: key.user.clone(),
+                notices: vec![notices::handover_ended(&key.user, "mute_ended")],
                 ..StepCommit::default()
             };
             set_session(&mut step, session)?;
@@ -357,6 +445,89 @@ async fn run_timer(
         .timer_done(timer.id)
         .await
         .map_err(|e| Retry(e.to_string()))
+}
+
+/// An admin action: the runtime call, then one commit (session, outbox rows, handover
+/// timer, notices), then the answer. A store failure retries like any step; any other
+/// failure is the answer.
+async fn run_admin(
+    shared: &Arc<Shared>,
+    endpoint: &Endpoint,
+    key: &SessionKey,
+    job: &AdminJob,
+) -> Result<(), Retry> {
+    let conversations = &endpoint.conversations;
+    let mut step = StepCommit {
+        endpoint: key.endpoint.clone(),
+        conversation: key.user.clone(),
+        ..StepCommit::default()
+    };
+    let before = conversations.session(key).await;
+    let result = match &job.action {
+        AdminAction::TakeOver { reason } => {
+            conversations.take_over(key, reason.clone()).await.map(drop)
+        }
+        AdminAction::Release => conversations.release(key).await,
+        AdminAction::SetAi(enabled) => conversations.set_ai(key, *enabled).await,
+        AdminAction::AgentSend(output) => conversations.agent_send(key, output.clone()).await,
+        AdminAction::Notify(output) => conversations.notify(key, output.clone()).await,
+        AdminAction::Inject { text, data } => conversations
+            .inject(key, text.clone(), data.clone())
+            .await
+            .map(drop),
+    };
+    let outputs = endpoint.collector.take(key);
+    let mut session = endpoint.sessions.take(key);
+    if let Err(e) = result {
+        if let ConversationError::Store(e) = &e {
+            return Err(Retry(format!("session store: {e}")));
+        }
+        job.answer(Err(e.to_string()));
+        return Ok(());
+    }
+    if let Some(record) = &mut session
+        && record.state.user.is_none()
+    {
+        // A conversation an admin starts (a first notify) needs its user for replies.
+        record.state.user = Some(job.recipient.clone());
+    }
+    let was_handed_over = before.as_ref().is_some_and(|s| s.handover.is_some());
+    match (
+        &job.action,
+        session.as_ref().and_then(|s| s.handover.as_ref()),
+    ) {
+        (AdminAction::TakeOver { reason }, Some(handover)) if !was_handed_over => {
+            step.notices.push(notices::handover_started(
+                &key.user,
+                reason.as_deref(),
+                handover.until_ms,
+            ));
+        }
+        (AdminAction::Release, None) if was_handed_over => {
+            step.notices
+                .push(notices::handover_ended(&key.user, "released"));
+        }
+        _ => {}
+    }
+    let recipient = session
+        .as_ref()
+        .and_then(|s| s.state.user.clone())
+        .unwrap_or_else(|| job.recipient.clone());
+    let recipient = json_or_retry(&recipient)?;
+    let business = json_or_retry(&endpoint.business)?;
+    for output in outputs {
+        step.outbox.push(NewOutbox {
+            free_form: is_free_form(&output),
+            output: json_or_retry(&output)?,
+            recipient: recipient.clone(),
+            business: business.clone(),
+            not_before_ms: 0,
+        });
+    }
+    set_session(&mut step, session)?;
+    let ids = commit(shared, step).await?;
+    job.answer(Ok(ids));
+    Ok(())
 }
 
 /// Commits a step and hands its outbox rows to the sender.

@@ -15,10 +15,14 @@
 //! - **statuses** from webhooks are applied monotonically (sent < delivered < read, failed
 //!   last) in whatever order they arrive, also before the send's own response is stored.
 //!
+//! What the admin API keeps (endpoint specs, plugins, event webhooks) is
+//! [`admin::AdminStore`], a supertrait of [`Store`].
+//!
 //! [`Store`] is object safe (boxed futures) so the serving layer holds an `Arc<dyn Store>`;
 //! [`sqlite::SqliteStore`] is the embedded implementation (WAL, one writer thread that
 //! commits queued writes in batches, versioned migrations).
 
+pub mod admin;
 pub mod sqlite;
 
 use std::future::Future;
@@ -214,6 +218,8 @@ pub struct StepCommit {
     pub cancel_timers: Vec<String>,
     /// The event this step handled: marked done.
     pub event_done: Option<i64>,
+    /// Events for the endpoint's outbound webhooks, queued in the same transaction.
+    pub notices: Vec<admin::Notice>,
 }
 
 /// A timer: at `due_ms` the host does `kind` for the conversation.
@@ -253,6 +259,8 @@ pub struct DeadSend {
     pub detail: String,
     /// The `send_failed` event for the conversation (dedupe key `send-failed:{outbox_id}`).
     pub event: Option<NewEvent>,
+    /// The `message_failed` event for the endpoint's outbound webhooks.
+    pub notice: Option<admin::Notice>,
 }
 
 /// A dead letter: an inbox row the adapter refused, or an outbox row given up on.
@@ -282,7 +290,7 @@ pub struct QueueDepths {
 /// The durable store. A write has committed when its future resolves `Ok`;
 /// [`Store::append_inbox`] is also on disk then (fsync'd), other writes survive a process
 /// crash and reach the disk with the next sync (see `sqlite` for the exact rule).
-pub trait Store: Send + Sync + 'static {
+pub trait Store: admin::AdminStore + Send + Sync + 'static {
     /// Appends a raw webhook body; returns its inbox id.
     fn append_inbox(&self, endpoint: &str, body: Vec<u8>, received_ms: u64)
     -> StoreFuture<'_, i64>;
@@ -324,12 +332,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// One part of a row was accepted by the channel with message id `message_id`. When
     /// `last` the row becomes `Sent`, or the furthest status already seen for any of its
-    /// message ids (a status may arrive before the send's response is stored).
+    /// message ids (a status may arrive before the send's response is stored), and
+    /// `notice` (the `message_sent` event) is queued with it.
     fn outbox_part_sent(
         &self,
         outbox_id: i64,
         message_id: Option<String>,
         last: bool,
+        notice: Option<admin::Notice>,
     ) -> StoreFuture<'_, OutboxState>;
 
     /// A failed attempt: counts it and sets the next try.

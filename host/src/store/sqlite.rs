@@ -54,12 +54,15 @@ use std::sync::{Mutex, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+mod admin;
+
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use rusqlite_migration::{M, Migrations};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
+use super::admin::Notice;
 use super::{
     DeadLetter, DeadSend, DemuxOutcome, Demuxed, EventKind, EventRow, InboxRow, NewEvent,
     OutboxRow, OutboxState, QueueDepths, StatusApplied, StepCommit, Store, StoreError, StoreFuture,
@@ -67,7 +70,10 @@ use super::{
 };
 
 /// Schema versions, applied in order; the version lives in SQLite's `user_version`.
-const MIGRATIONS: &[M<'static>] = &[M::up(include_str!("sqlite/migrations/0001_init.sql"))];
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(include_str!("sqlite/migrations/0001_init.sql")),
+    M::up(include_str!("sqlite/migrations/0002_admin.sql")),
+];
 
 /// How long a connection waits for a lock held by another process (a CLI command run
 /// next to `serve`) before failing with `SQLITE_BUSY`.
@@ -856,6 +862,7 @@ impl Store for SqliteStore {
                 timers,
                 cancel_timers,
                 event_done,
+                notices,
             } = &step;
             if let Some(record) = session {
                 exec(
@@ -933,6 +940,9 @@ impl Store for SqliteStore {
                 )
                 .ctx("marking the event done")?;
             }
+            for notice in notices {
+                admin::emit(tx, endpoint, notice)?;
+            }
             Ok(ids)
         })
     }
@@ -986,6 +996,7 @@ impl Store for SqliteStore {
         outbox_id: i64,
         message_id: Option<String>,
         last: bool,
+        notice: Option<Notice>,
     ) -> StoreFuture<'_, OutboxState> {
         self.submit(move |tx| {
             let now = now_ms();
@@ -1028,6 +1039,9 @@ impl Store for SqliteStore {
                 .max(furthest.map_or(OutboxState::Sent, state_of_rank));
             if new != state {
                 set_outbox_state(tx, outbox_id, new, now)?;
+            }
+            if let Some(notice) = &notice {
+                admin::emit(tx, &endpoint, notice)?;
             }
             Ok(new)
         })
@@ -1093,6 +1107,9 @@ impl Store for SqliteStore {
                 &dead.detail,
                 now,
             )?;
+            if let Some(notice) = &dead.notice {
+                admin::emit(tx, &endpoint, notice)?;
+            }
             match &dead.event {
                 Some(event) => insert_event(tx, &endpoint, event, now),
                 None => Ok(None),
@@ -1583,6 +1600,7 @@ mod tests {
                 ],
                 cancel_timers: vec![],
                 event_done: Some(events[0].id),
+                notices: Vec::new(),
             })
             .await
             .unwrap();
@@ -1681,7 +1699,7 @@ mod tests {
             }
         );
         let state = store
-            .outbox_part_sent(id, Some("wamid.X".into()), true)
+            .outbox_part_sent(id, Some("wamid.X".into()), true, None)
             .await
             .unwrap();
         assert_eq!(state, OutboxState::Delivered);
@@ -1696,7 +1714,7 @@ mod tests {
         let (_dir, store) = open("parts");
         let id = one_outbox(&store).await;
         let state = store
-            .outbox_part_sent(id, Some("wamid.A".into()), false)
+            .outbox_part_sent(id, Some("wamid.A".into()), false, None)
             .await
             .unwrap();
         assert_eq!(state, OutboxState::Pending);
@@ -1713,7 +1731,7 @@ mod tests {
         );
         // The last part: the row takes the furthest status of its parts.
         let state = store
-            .outbox_part_sent(id, Some("wamid.B".into()), true)
+            .outbox_part_sent(id, Some("wamid.B".into()), true, None)
             .await
             .unwrap();
         assert_eq!(state, OutboxState::Read);
@@ -1722,10 +1740,18 @@ mod tests {
         // No message id (a read receipt): plain Sent.
         let other = one_outbox(&store).await;
         assert_eq!(
-            store.outbox_part_sent(other, None, true).await.unwrap(),
+            store
+                .outbox_part_sent(other, None, true, None)
+                .await
+                .unwrap(),
             OutboxState::Sent
         );
-        assert!(store.outbox_part_sent(9_999, None, true).await.is_err());
+        assert!(
+            store
+                .outbox_part_sent(9_999, None, true, None)
+                .await
+                .is_err()
+        );
     }
 
     #[tokio::test]
@@ -1733,7 +1759,7 @@ mod tests {
         let (_dir, store) = open("order");
         let id = one_outbox(&store).await;
         let state = store
-            .outbox_part_sent(id, Some("wamid.Y".into()), true)
+            .outbox_part_sent(id, Some("wamid.Y".into()), true, None)
             .await
             .unwrap();
         assert_eq!(state, OutboxState::Sent);
@@ -1792,7 +1818,7 @@ mod tests {
         let (_dir, store) = open("retry");
         let id = one_outbox(&store).await;
         store
-            .outbox_part_sent(id, Some("wamid.1".into()), false)
+            .outbox_part_sent(id, Some("wamid.1".into()), false, None)
             .await
             .unwrap();
         store
@@ -1832,6 +1858,7 @@ mod tests {
                 kind: EventKind::SendFailed,
                 body: "{}".into(),
             }),
+            notice: None,
         };
         let event = store.outbox_dead(dead.clone()).await.unwrap().unwrap();
         assert_eq!(event.kind, EventKind::SendFailed);
@@ -2111,7 +2138,7 @@ mod tests {
             .unwrap();
         let id = one_outbox(&store).await;
         store
-            .outbox_part_sent(id, Some("wamid.P".into()), true)
+            .outbox_part_sent(id, Some("wamid.P".into()), true, None)
             .await
             .unwrap();
         store

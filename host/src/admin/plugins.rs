@@ -1,0 +1,368 @@
+//! Plugins: adapter components installed into the store, plus the bundled one.
+//!
+//! An install is the raw `.wasm` body. It is loaded exactly as an endpoint would load it
+//! (one engine, the same checks): it must export a supported `plugboard:channel/adapter`
+//! version, import nothing the host does not link (no `wasi:http`, no sockets), and answer
+//! the `info` smoke call within its limits. Anything else is 422 `plugin_rejected` with the
+//! loader's reason, and nothing is stored. Memory and time limits are per plugin (query
+//! parameters at install) and apply to every call of every endpoint using it.
+//!
+//! The bundled WhatsApp adapter is listed as `builtin` and can be neither replaced nor
+//! removed; install its bytes under another name to pin a copy.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::plugins::types::ChannelInfo;
+use crate::plugins::{AdapterPlugin, BUNDLED_WHATSAPP, PluginLimits};
+use crate::serve::Shared;
+use crate::serve::config::{BUNDLED_PLUGIN, EndpointSpec};
+use crate::store::admin::StoredPlugin;
+
+use super::error::{ApiError, ApiResult, ErrorBody, bytes_rejection};
+use super::{blocking, endpoints};
+
+/// Bounds of the per-plugin limits an admin may set.
+const MEMORY_MB: std::ops::RangeInclusive<u64> = 1..=1024;
+const TIMEOUT_MS: std::ops::RangeInclusive<u64> = 1..=30_000;
+
+pub fn routes() -> OpenApiRouter<Arc<Shared>> {
+    OpenApiRouter::new()
+        .routes(routes!(list, install))
+        .routes(routes!(inspect, remove))
+}
+
+/// The limits an installed plugin runs under.
+pub fn limits_of(plugin: &StoredPlugin) -> PluginLimits {
+    PluginLimits {
+        max_memory_bytes: usize::try_from(plugin.max_memory_bytes).unwrap_or(usize::MAX),
+        call_deadline: Duration::from_millis(plugin.call_timeout_ms),
+        ..PluginLimits::default()
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct InstallParams {
+    /// Install under this name instead of the one the plugin declares.
+    pub name: Option<String>,
+    /// Largest linear memory of one instance, in MiB (default 64).
+    pub max_memory_mb: Option<u64>,
+    /// Wall-clock budget of one call, in milliseconds (default 500).
+    pub call_timeout_ms: Option<u64>,
+    /// Replace an installed plugin of that name (endpoints using it reload).
+    #[serde(default)]
+    pub replace: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginView {
+    pub name: String,
+    pub version: String,
+    pub wit_version: String,
+    pub sha256: String,
+    pub builtin: bool,
+    pub size_bytes: usize,
+    pub limits: LimitsView,
+    /// The settings the plugin declares (which are secret, which required).
+    pub settings: Vec<SettingView>,
+    /// Endpoints served by it.
+    pub used_by: Vec<String>,
+    pub installed_ms: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LimitsView {
+    pub max_memory_mb: u64,
+    pub call_timeout_ms: u64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SettingView {
+    pub name: String,
+    pub label: String,
+    pub required: bool,
+    pub secret: bool,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PluginList {
+    pub plugins: Vec<PluginView>,
+}
+
+/// What the bundled adapter says of itself (loaded once, on first use).
+static BUNDLED_INFO: OnceLock<Result<(ChannelInfo, String, String), String>> = OnceLock::new();
+
+async fn bundled(shared: &Arc<Shared>) -> ApiResult<PluginView> {
+    let runtime = shared.runtime.clone();
+    let info = tokio::task::spawn_blocking(move || {
+        BUNDLED_INFO
+            .get_or_init(|| {
+                AdapterPlugin::load(&runtime, BUNDLED_WHATSAPP, PluginLimits::default())
+                    .map(|p| {
+                        (
+                            p.info().clone(),
+                            p.wit_version().to_string(),
+                            p.hash().to_string(),
+                        )
+                    })
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+    })
+    .await?
+    .map_err(ApiError::internal)?;
+    let (info, wit_version, sha256) = info;
+    let defaults = PluginLimits::default();
+    Ok(PluginView {
+        name: BUNDLED_PLUGIN.to_string(),
+        version: info.version.clone(),
+        wit_version,
+        sha256,
+        builtin: true,
+        size_bytes: BUNDLED_WHATSAPP.len(),
+        limits: limits_view(&defaults),
+        settings: settings(&info),
+        used_by: used_by(shared, BUNDLED_PLUGIN).await?,
+        installed_ms: None,
+    })
+}
+
+fn limits_view(limits: &PluginLimits) -> LimitsView {
+    LimitsView {
+        max_memory_mb: u64::try_from(limits.max_memory_bytes >> 20).unwrap_or(u64::MAX),
+        call_timeout_ms: u64::try_from(limits.call_deadline.as_millis()).unwrap_or(u64::MAX),
+    }
+}
+
+fn settings(info: &ChannelInfo) -> Vec<SettingView> {
+    info.settings
+        .iter()
+        .map(|s| SettingView {
+            name: s.name.clone(),
+            label: s.label.clone(),
+            required: s.required,
+            secret: s.secret,
+            description: s.description.clone(),
+        })
+        .collect()
+}
+
+/// The endpoints (stored, any state) whose spec names this plugin.
+async fn used_by(shared: &Arc<Shared>, name: &str) -> ApiResult<Vec<String>> {
+    let rows = blocking(shared, |store| store.endpoints()).await?;
+    Ok(rows
+        .into_iter()
+        .filter(|row| {
+            serde_json::from_str::<EndpointSpec>(&row.spec)
+                .is_ok_and(|spec| spec.plugin.as_deref().unwrap_or(BUNDLED_PLUGIN) == name)
+        })
+        .map(|row| row.id)
+        .collect())
+}
+
+async fn stored_view(shared: &Arc<Shared>, plugin: StoredPlugin) -> ApiResult<PluginView> {
+    let info: Option<ChannelInfo> = serde_json::from_str(&plugin.info).ok();
+    Ok(PluginView {
+        used_by: used_by(shared, &plugin.name).await?,
+        limits: limits_view(&limits_of(&plugin)),
+        settings: info.as_ref().map(settings).unwrap_or_default(),
+        name: plugin.name,
+        version: plugin.version,
+        wit_version: plugin.wit_version,
+        sha256: plugin.sha256,
+        builtin: false,
+        size_bytes: plugin.wasm.len(),
+        installed_ms: Some(plugin.installed_ms),
+    })
+}
+
+#[utoipa::path(get, path = "/admin/v1/plugins", tag = "plugins",
+    responses((status = 200, body = PluginList), (status = 401, body = ErrorBody)))]
+async fn list(State(shared): State<Arc<Shared>>) -> ApiResult<axum::Json<PluginList>> {
+    let mut plugins = vec![bundled(&shared).await?];
+    for plugin in blocking(&shared, |store| store.plugins()).await? {
+        plugins.push(stored_view(&shared, plugin).await?);
+    }
+    Ok(axum::Json(PluginList { plugins }))
+}
+
+#[utoipa::path(get, path = "/admin/v1/plugins/{name}", tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name")),
+    responses((status = 200, body = PluginView), (status = 404, body = ErrorBody)))]
+async fn inspect(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<axum::Json<PluginView>> {
+    if name == BUNDLED_PLUGIN {
+        return Ok(axum::Json(bundled(&shared).await?));
+    }
+    let key = name.clone();
+    let plugin = blocking(&shared, move |store| store.plugin(&key))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no plugin `{name}`")))?;
+    Ok(axum::Json(stored_view(&shared, plugin).await?))
+}
+
+#[utoipa::path(post, path = "/admin/v1/plugins", tag = "plugins", params(InstallParams),
+    request_body(content = Vec<u8>, content_type = "application/wasm", description = "The component"),
+    responses((status = 201, body = PluginView), (status = 400, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
+async fn install(
+    State(shared): State<Arc<Shared>>,
+    Query(params): Query<InstallParams>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(StatusCode, axum::Json<PluginView>)> {
+    let body = body.map_err(bytes_rejection)?;
+    if body.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_body",
+            "the body must be the plugin's .wasm bytes",
+        ));
+    }
+    let limits = requested_limits(&params)?;
+    let runtime = shared.runtime.clone();
+    let bytes = body.to_vec();
+    let checked = {
+        let limits = limits.clone();
+        tokio::task::spawn_blocking(move || {
+            AdapterPlugin::load(&runtime, &bytes, limits).map(|plugin| (plugin, bytes))
+        })
+        .await?
+    };
+    let (plugin, wasm) = checked.map_err(|e| {
+        ApiError::unprocessable(
+            "plugin_rejected",
+            format!("the component cannot serve as an adapter: {e}"),
+        )
+    })?;
+    let name = params
+        .name
+        .clone()
+        .unwrap_or_else(|| plugin.name().to_string());
+    if !valid_name(&name) {
+        return Err(ApiError::invalid_field(format!(
+            "name {name:?} must be 1 to 64 characters of a-z, 0-9, '_' or '-'"
+        )));
+    }
+    if name == BUNDLED_PLUGIN {
+        return Err(ApiError::conflict(
+            "builtin",
+            format!("`{BUNDLED_PLUGIN}` is the bundled adapter; install under another ?name="),
+        ));
+    }
+    let info =
+        serde_json::to_string(plugin.info()).map_err(|e| ApiError::internal(e.to_string()))?;
+    let stored = StoredPlugin {
+        name: name.clone(),
+        version: plugin.version().to_string(),
+        wit_version: plugin.wit_version().to_string(),
+        sha256: plugin.hash().to_string(),
+        wasm,
+        info,
+        max_memory_bytes: u64::try_from(limits.max_memory_bytes).unwrap_or(u64::MAX),
+        call_timeout_ms: u64::try_from(limits.call_deadline.as_millis()).unwrap_or(u64::MAX),
+        installed_ms: crate::serve::now_ms(),
+    };
+    if !shared
+        .store
+        .install_plugin(stored.clone(), params.replace)
+        .await?
+    {
+        return Err(ApiError::conflict(
+            "exists",
+            format!("plugin `{name}` is installed; add ?replace=true to replace it"),
+        ));
+    }
+    tracing::info!(plugin = %name, version = %stored.version, sha256 = %stored.sha256, "plugin installed");
+    if params.replace {
+        reload_users(&shared, &name).await?;
+    }
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(stored_view(&shared, stored).await?),
+    ))
+}
+
+fn requested_limits(params: &InstallParams) -> ApiResult<PluginLimits> {
+    let mut limits = PluginLimits::default();
+    if let Some(mb) = params.max_memory_mb {
+        if !MEMORY_MB.contains(&mb) {
+            return Err(ApiError::invalid_field(format!(
+                "max_memory_mb must be within {MEMORY_MB:?}, got {mb}"
+            )));
+        }
+        limits.max_memory_bytes = usize::try_from(mb << 20).unwrap_or(usize::MAX);
+    }
+    if let Some(ms) = params.call_timeout_ms {
+        if !TIMEOUT_MS.contains(&ms) {
+            return Err(ApiError::invalid_field(format!(
+                "call_timeout_ms must be within {TIMEOUT_MS:?}, got {ms}"
+            )));
+        }
+        limits.call_deadline = Duration::from_millis(ms);
+    }
+    Ok(limits)
+}
+
+fn valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+/// Endpoints on a replaced plugin pick the new component up (a no-op patch reloads).
+async fn reload_users(shared: &Arc<Shared>, name: &str) -> ApiResult<()> {
+    for id in used_by(shared, name).await? {
+        if shared.endpoints.get(&id).is_none() {
+            continue;
+        }
+        if let Err(e) = endpoints::apply(shared, &id, serde_json::Map::new()).await {
+            tracing::error!(endpoint = %id, plugin = %name, "cannot reload on the replaced plugin; it keeps the old one until fixed: {}", e.message);
+        }
+    }
+    Ok(())
+}
+
+#[utoipa::path(delete, path = "/admin/v1/plugins/{name}", tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name")),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn remove(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(name): UrlPath<String>,
+) -> ApiResult<StatusCode> {
+    if name == BUNDLED_PLUGIN {
+        return Err(ApiError::conflict(
+            "builtin",
+            "the bundled adapter cannot be removed",
+        ));
+    }
+    let users = used_by(&shared, &name).await?;
+    if !users.is_empty() {
+        return Err(ApiError::conflict(
+            "plugin_in_use",
+            format!(
+                "plugin `{name}` serves endpoints {}; move or delete them first",
+                users.join(", ")
+            ),
+        ));
+    }
+    if !shared.store.remove_plugin(&name).await? {
+        return Err(ApiError::not_found(format!("no plugin `{name}`")));
+    }
+    tracing::info!(plugin = %name, "plugin removed");
+    Ok(StatusCode::NO_CONTENT)
+}
