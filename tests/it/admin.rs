@@ -127,6 +127,9 @@ impl Admin {
             .post(format!("{}/admin/v1/plugins{query}", self.base))
             .bearer_auth(ADMIN_TOKEN)
             .header("content-type", "application/wasm")
+            // A refused upload (413) ends its connection before the body is read; a
+            // pooled connection must not carry the next request into that close.
+            .header("connection", "close")
             .body(bytes)
             .send()
             .await
@@ -640,6 +643,29 @@ async fn verify_checks_the_credentials_and_explains_graph_errors() {
         "not_found",
         "",
     );
+
+    // A send the Graph API refuses for the token degrades the endpoint's health.
+    mock.push(Reply::Error {
+        status: 401,
+        code: 190,
+        details: "Session has expired".into(),
+    });
+    send_text(&server, "16315551199", "wamid.v.1", "hi").await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (_, shop) = admin.get("/endpoints/shop").await;
+        if shop["health"]["status"] == "degraded" {
+            assert!(
+                shop["health"]["problems"][0]
+                    .as_str()
+                    .is_some_and(|p| p.contains("refused the access token")),
+                "{shop:#}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "{shop:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     server.shutdown().await.expect("shutdown");
 
     // A Graph API that is not there is a problem report, not an error.

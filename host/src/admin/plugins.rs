@@ -28,7 +28,7 @@ use crate::serve::Shared;
 use crate::serve::config::{BUNDLED_PLUGIN, EndpointSpec};
 use crate::store::admin::StoredPlugin;
 
-use super::error::{ApiError, ApiResult, ErrorBody, bytes_rejection};
+use super::error::{ApiError, ApiJson, ApiResult, ErrorBody, bytes_rejection};
 use super::{blocking, endpoints};
 
 /// Bounds of the per-plugin limits an admin may set.
@@ -38,7 +38,15 @@ const TIMEOUT_MS: std::ops::RangeInclusive<u64> = 1..=30_000;
 pub fn routes() -> OpenApiRouter<Arc<Shared>> {
     OpenApiRouter::new()
         .routes(routes!(list, install))
-        .routes(routes!(inspect, remove))
+        .routes(routes!(inspect, set_limits, remove))
+}
+
+/// New limits for an installed plugin; absent keys keep theirs.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsPatch {
+    pub max_memory_mb: Option<u64>,
+    pub call_timeout_ms: Option<u64>,
 }
 
 /// The limits an installed plugin runs under.
@@ -297,8 +305,20 @@ async fn install(
 }
 
 fn requested_limits(params: &InstallParams) -> ApiResult<PluginLimits> {
-    let mut limits = PluginLimits::default();
-    if let Some(mb) = params.max_memory_mb {
+    limits_with(
+        PluginLimits::default(),
+        params.max_memory_mb,
+        params.call_timeout_ms,
+    )
+}
+
+/// `limits` with the given values, each checked against its bounds.
+fn limits_with(
+    mut limits: PluginLimits,
+    max_memory_mb: Option<u64>,
+    call_timeout_ms: Option<u64>,
+) -> ApiResult<PluginLimits> {
+    if let Some(mb) = max_memory_mb {
         if !MEMORY_MB.contains(&mb) {
             return Err(ApiError::invalid_field(format!(
                 "max_memory_mb must be within {MEMORY_MB:?}, got {mb}"
@@ -306,7 +326,7 @@ fn requested_limits(params: &InstallParams) -> ApiResult<PluginLimits> {
         }
         limits.max_memory_bytes = usize::try_from(mb << 20).unwrap_or(usize::MAX);
     }
-    if let Some(ms) = params.call_timeout_ms {
+    if let Some(ms) = call_timeout_ms {
         if !TIMEOUT_MS.contains(&ms) {
             return Err(ApiError::invalid_field(format!(
                 "call_timeout_ms must be within {TIMEOUT_MS:?}, got {ms}"
@@ -335,6 +355,40 @@ async fn reload_users(shared: &Arc<Shared>, name: &str) -> ApiResult<()> {
         }
     }
     Ok(())
+}
+
+/// Changes an installed plugin's limits; the endpoints using it reload with them.
+#[utoipa::path(patch, path = "/admin/v1/plugins/{name}", tag = "plugins",
+    params(("name" = String, Path, description = "Plugin name")),
+    request_body = LimitsPatch,
+    responses((status = 200, body = PluginView), (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn set_limits(
+    State(shared): State<Arc<Shared>>,
+    UrlPath(name): UrlPath<String>,
+    ApiJson(patch): ApiJson<LimitsPatch>,
+) -> ApiResult<axum::Json<PluginView>> {
+    if name == BUNDLED_PLUGIN {
+        return Err(ApiError::conflict(
+            "builtin",
+            "the bundled adapter runs with the default limits; install a copy under another name to limit it",
+        ));
+    }
+    let key = name.clone();
+    let mut plugin = blocking(&shared, move |store| store.plugin(&key))
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no plugin `{name}`")))?;
+    let limits = limits_with(
+        limits_of(&plugin),
+        patch.max_memory_mb,
+        patch.call_timeout_ms,
+    )?;
+    plugin.max_memory_bytes = u64::try_from(limits.max_memory_bytes).unwrap_or(u64::MAX);
+    plugin.call_timeout_ms = u64::try_from(limits.call_deadline.as_millis()).unwrap_or(u64::MAX);
+    shared.store.install_plugin(plugin.clone(), true).await?;
+    tracing::info!(plugin = %name, "plugin limits changed");
+    reload_users(&shared, &name).await?;
+    Ok(axum::Json(stored_view(&shared, plugin).await?))
 }
 
 #[utoipa::path(delete, path = "/admin/v1/plugins/{name}", tag = "plugins",

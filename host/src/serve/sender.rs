@@ -39,7 +39,7 @@ use crate::plugins::types::{
 };
 use crate::store::{DeadSend, EventKind, NewEvent, NewOutbox, OutboxRow, OutboxState, StepCommit};
 
-use super::endpoint::Endpoint;
+use super::endpoint::{Activity, Endpoint};
 use super::{Shared, notices, now_ms};
 
 /// Meta's customer-service window.
@@ -492,6 +492,7 @@ async fn send_row(shared: &Arc<Shared>, endpoint: &Endpoint, queued: &Queued) ->
         };
         match result {
             SendResult::Sent(message_id) => {
+                Activity::set(&endpoint.activity.last_send_ms, now_ms());
                 let last = index + 1 == total;
                 let notice = last
                     .then(|| notices::message_sent(row, Some(output), message_id.as_deref()))
@@ -525,6 +526,8 @@ async fn send_row(shared: &Arc<Shared>, endpoint: &Endpoint, queued: &Queued) ->
                 return window_closed_now(shared, endpoint, row, describe_error(&e)).await;
             }
             SendResult::AuthFailed(e) => {
+                // The admin API's health shows it until a send succeeds again.
+                Activity::set(&endpoint.activity.last_auth_failure_ms, now_ms());
                 tracing::error!(endpoint = %endpoint.config.id, "the Graph API refused the access token: {}", describe_error(&e));
                 return dead(shared, row, "auth_failed", describe_error(&e)).await;
             }
