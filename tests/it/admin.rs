@@ -752,6 +752,41 @@ async fn plugin_installs_are_checked_and_nothing_bad_is_stored() {
         "exists",
         "replace",
     );
+    // Limits change without a new upload.
+    let (status, limited) = admin
+        .patch("/plugins/wa2", json!({"call_timeout_ms": 250}))
+        .await;
+    assert_eq!(status, 200, "{limited:#}");
+    assert_eq!(
+        limited["limits"],
+        json!({"max_memory_mb": 32, "call_timeout_ms": 250})
+    );
+    assert_error(
+        &admin
+            .patch("/plugins/wa2", json!({"call_timeout_ms": 0}))
+            .await,
+        400,
+        "invalid_field",
+        "call_timeout_ms",
+    );
+    assert_error(
+        &admin.patch("/plugins/wa2", json!({"memory": 1})).await,
+        400,
+        "invalid_body",
+        "memory",
+    );
+    assert_error(
+        &admin.patch("/plugins/whatsapp", json!({})).await,
+        409,
+        "builtin",
+        "",
+    );
+    assert_error(
+        &admin.patch("/plugins/none", json!({})).await,
+        404,
+        "not_found",
+        "none",
+    );
     assert_eq!(
         admin
             .install(bundled.clone(), "?name=wa2&replace=true")
