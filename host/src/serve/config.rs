@@ -1375,18 +1375,48 @@ access_token = "env:PLUGBOARD_TEST_CFG_ENV_AT"
     }
 
     #[test]
+    fn admin_token_and_specs() {
+        let message = invalid_message(&format!("admin_token = \"short\"\n{MINIMAL}"));
+        assert!(message.contains("admin_token"), "{message}");
+        assert!(!message.contains("short"), "{message}");
+        let c = parse(&format!("admin_token = \"0123456789abcdef\"\n{MINIMAL}")).unwrap();
+        assert_eq!(
+            c.admin_token.as_ref().map(Secret::expose),
+            Some("0123456789abcdef")
+        );
+        // The seed keeps what was written, paths made absolute.
+        let spec = &c.endpoint_specs[0];
+        assert_eq!(spec.verify_token, "vt-literal");
+        assert_eq!(spec.flow, base().join("flows/support.json"));
+        // A spec read back from its JSON resolves to the same endpoint.
+        let json = serde_json::to_string(spec).unwrap();
+        let back: EndpointSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.resolve(Path::new("/"), "x").unwrap(), c.endpoints[0]);
+        assert!(!format!("{spec:?}").contains("vt-literal"));
+    }
+
+    #[test]
     fn example_config_parses() {
         // SAFETY: unique variable names, only this test reads them.
         unsafe {
             std::env::set_var("PLUGBOARD_EXAMPLE_ACCESS_TOKEN", "example-at");
             std::env::set_var("PLUGBOARD_EXAMPLE_APP_SECRET", "example-as");
             std::env::set_var("PLUGBOARD_EXAMPLE_VERIFY_TOKEN", "example-vt");
+            std::env::set_var("PLUGBOARD_EXAMPLE_ADMIN_TOKEN", "example-admin-token-0123");
         }
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/plugboard.toml");
         let text = std::fs::read_to_string(path).unwrap();
         let examples = Path::new(path).parent().unwrap();
         let c = ServeConfig::from_toml(&text, examples).unwrap();
         assert_eq!(c.endpoints.len(), 1);
+        assert_eq!(
+            c.admin_token.as_ref().map(Secret::expose),
+            Some("example-admin-token-0123")
+        );
+        assert_eq!(
+            c.endpoint_specs[0].verify_token,
+            "env:PLUGBOARD_EXAMPLE_VERIFY_TOKEN"
+        );
         let e = &c.endpoints[0];
         assert_eq!(e.verify_token.expose(), "example-vt");
         assert!(e.needs_signature());
