@@ -437,7 +437,8 @@ fn read_json(file: &Path, input: &mut dyn BufRead) -> Result<Value, AdminError> 
 }
 
 /// `KEY=VALUE…` as a JSON merge patch: values parsed as JSON when they parse, else strings;
-/// dotted keys nest.
+/// dotted keys nest. Secret keys are always strings (`null` removes): a numeric token must
+/// not become a number, which the host would refuse.
 fn merge_patch(settings: &[String]) -> Result<Value, AdminError> {
     let mut patch = Map::new();
     for setting in settings {
@@ -448,7 +449,12 @@ fn merge_patch(settings: &[String]) -> Result<Value, AdminError> {
         if path.iter().any(|part| part.trim().is_empty()) {
             return Err(usage(format!("`{setting}`: empty key")));
         }
-        let value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+        let secret = crate::serve::config::SPEC_SECRETS.contains(&key);
+        let value = match serde_json::from_str(raw) {
+            Ok(value @ (Value::Null | Value::String(_))) => value,
+            Ok(value) if !secret => value,
+            _ => Value::String(raw.to_string()),
+        };
         insert(&mut patch, &path, value).map_err(|m| usage(format!("`{setting}`: {m}")))?;
     }
     Ok(Value::Object(patch))
@@ -1099,6 +1105,7 @@ mod tests {
             "handover.mute_for_secs=60",
             "handover.keywords=[\"agent\",\"human\"]",
             "verify_token=\"123\"",
+            "access_token=918273645546",
         ]))
         .unwrap();
         assert_eq!(
@@ -1110,6 +1117,7 @@ mod tests {
                 "window_template": null,
                 "handover": {"mute_for_secs": 60, "keywords": ["agent", "human"]},
                 "verify_token": "123",
+                "access_token": "918273645546",
             })
         );
     }

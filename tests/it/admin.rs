@@ -22,8 +22,8 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::serve::{
-    ACCESS_TOKEN, ADMIN_TOKEN, Node, PNID, SECRET, SETTLE, WAIT, client, config_toml, free_port,
-    greeting, send_text, start_host, support_flow, temp_dir, webhook_url,
+    ACCESS_TOKEN, ADMIN_TOKEN, Node, PNID, SECRET, SETTLE, VERIFY_TOKEN, WAIT, client, config_toml,
+    free_port, greeting, send_text, start_host, support_flow, temp_dir, webhook_url,
 };
 
 /// Long, distinctive secrets for endpoints made through the API: any of them showing up
@@ -270,6 +270,49 @@ async fn every_route_needs_the_admin_token_and_the_document_lists_them_all() {
         );
     }
     assert_error(&admin.get("/no/such/route").await, 404, "not_found", "");
+    // axum's own rejections come in the same shape.
+    assert_error(
+        &admin.delete("/endpoints/shop/webhooks/not-a-number").await,
+        400,
+        "invalid_request",
+        "",
+    );
+    let put = admin
+        .call(
+            reqwest::Method::PUT,
+            "/endpoints/shop",
+            Some(ADMIN_TOKEN),
+            Some(json!({})),
+        )
+        .await;
+    assert_error(&put, 405, "method_not_allowed", "");
+    assert_error(
+        &admin.get("/endpoints/shop/conversations?limit=many").await,
+        400,
+        "invalid_request",
+        "limit",
+    );
+    // Secrets come through the API as values, never as references to the host's
+    // environment; a secret sent in the wrong type is not echoed.
+    assert_error(
+        &admin
+            .patch("/endpoints/shop", json!({"access_token": "env:HOME"}))
+            .await,
+        400,
+        "invalid_field",
+        "spec.access_token",
+    );
+    let typed = admin
+        .patch(
+            "/endpoints/shop",
+            json!({"verify_token": 918273645546372u64}),
+        )
+        .await;
+    assert_error(&typed, 400, "invalid_body", "");
+    assert!(
+        !typed.1.to_string().contains("918273645546372"),
+        "{typed:?}"
+    );
     server.shutdown().await.expect("shutdown");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -562,6 +605,28 @@ async fn endpoints_are_created_changed_and_removed_without_a_restart_and_survive
     let admin = Admin::new(&server);
     assert_error(&admin.get("/endpoints/second").await, 404, "not_found", "");
     assert_eq!(admin.get("/endpoints/shop").await.0, 200);
+
+    // The config file's endpoint, deleted, stays deleted although the file still has it;
+    // its id can be created again.
+    assert_eq!(admin.delete("/endpoints/shop").await.0, 204);
+    let server = restart(server, &dir, &mock).await;
+    let admin = Admin::new(&server);
+    assert_error(
+        &admin.get("/endpoints/shop").await,
+        404,
+        "not_found",
+        "shop",
+    );
+    let hi = webhook::text_message(PNID, from, "wamid.shop.x", "hi", webhook::now_ts());
+    assert_eq!(
+        webhook::post(&client(), &webhook_url(&server, "shop"), &hi, SECRET)
+            .await
+            .status(),
+        404
+    );
+    let mut again = second_spec(&mock.base_url());
+    again["id"] = json!("shop");
+    assert_eq!(admin.post("/endpoints", again).await.0, 201);
     server.shutdown().await.expect("shutdown");
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -570,9 +635,21 @@ async fn endpoints_are_created_changed_and_removed_without_a_restart_and_survive
 async fn verify_checks_the_credentials_and_explains_graph_errors() {
     let (server, mock, dir) = start_host("").await;
     let admin = Admin::new(&server);
-    // Before verify the number is unknown: no link, no QR code.
+    // Before verify the number is unknown: no link, no QR code; no handshake yet.
     let (_, shop) = admin.get("/endpoints/shop").await;
     assert_eq!(shop["wa_me_link"], Value::Null);
+    assert_eq!(shop["last_handshake_ms"], Value::Null);
+    let handshake = client()
+        .get(format!(
+            "{}?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=77",
+            webhook_url(&server, "shop")
+        ))
+        .send()
+        .await
+        .expect("handshake");
+    assert_eq!(handshake.status(), 200);
+    let (_, shop) = admin.get("/endpoints/shop").await;
+    assert!(shop["last_handshake_ms"].as_u64().is_some(), "{shop:#}");
     assert_error(
         &admin.get("/endpoints/shop/qr.svg").await,
         404,
@@ -879,6 +956,22 @@ async fn plugin_installs_are_checked_and_nothing_bad_is_stored() {
         "plugin_in_use",
         "shop",
     );
+    // Limits the endpoint cannot run under are refused whole: nothing changes.
+    assert_error(
+        &admin
+            .patch("/plugins/wa2", json!({"max_memory_mb": 1}))
+            .await,
+        422,
+        "plugin_rejected",
+        "endpoint `shop`",
+    );
+    assert_eq!(
+        admin.get("/plugins/wa2").await.1["limits"]["max_memory_mb"],
+        64
+    );
+    let (_, shop) = admin.get("/endpoints/shop").await;
+    assert_eq!(shop["plugin"], "wa2");
+    assert_eq!(shop["health"]["status"], "ok", "{shop:#}");
     assert_error(&admin.delete("/plugins/whatsapp").await, 409, "builtin", "");
     admin
         .patch("/endpoints/shop", json!({"plugin": null}))
@@ -1316,18 +1409,15 @@ async fn event_webhooks_are_signed_retried_and_verified_by_a_receiver() {
     let user = "16315551192";
     send_text(&server, user, "wamid.e.1", "hi").await;
     wait_sends(&mock, 1, |b| b["to"] == user).await;
-    admin
-        .post(
-            &format!("/endpoints/shop/conversations/{user}/takeover"),
-            json!({}),
-        )
-        .await;
-    admin
-        .post(
-            &format!("/endpoints/shop/conversations/{user}/release"),
-            json!({}),
-        )
-        .await;
+    for action in ["takeover", "release"] {
+        let (status, answer) = admin
+            .post(
+                &format!("/endpoints/shop/conversations/{user}/{action}"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{action}: {answer:#}");
+    }
 
     // The first delivery failed (500) and came again with the same id.
     let wanted = [
@@ -1513,6 +1603,10 @@ async fn no_secret_reaches_a_log_line_or_a_response() {
     node.kill();
 
     let output = node.all_output();
+    assert!(
+        !output.contains("hook-secret-0000-1111-2222"),
+        "the event webhook secret is in the logs"
+    );
     assert!(
         output.contains("webhook refused"),
         "debug logs were captured:\n{output}"

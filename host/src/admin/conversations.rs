@@ -28,16 +28,19 @@ use crate::serve::config::TemplateRef;
 use crate::serve::workers::{AdminAction, AdminJob, Job};
 use crate::store::admin::{ConversationRow, TranscriptItem};
 
-use super::blocking;
 use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use super::{blocking, known_endpoint};
 
-/// Meta's customer service window.
-pub const WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
+use crate::serve::sender::WINDOW_MS;
+
 /// The error code peers use for a free-form send outside the window.
 pub const WINDOW_CLOSED: &str = "WA_WINDOW_CLOSED";
 const DEFAULT_LIST: usize = 50;
 const MAX_LIST: usize = 1_000;
 const TRANSCRIPT: usize = 200;
+/// How long the API waits for an action's commit before answering 504 (it may still
+/// apply: a store that keeps failing is retried until it works or the host stops).
+const ACTION_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 pub fn routes() -> OpenApiRouter<Arc<Shared>> {
     OpenApiRouter::new()
@@ -176,11 +179,12 @@ async fn show(
     State(shared): State<Arc<Shared>>,
     UrlPath((id, user)): UrlPath<(String, String)>,
 ) -> ApiResult<axum::Json<ConversationDetail>> {
+    known_endpoint(&shared, &id).await?;
     detail(&shared, &id, &user).await.map(axum::Json)
 }
 
+/// The conversation and its transcript (the caller checked the endpoint).
 async fn detail(shared: &Arc<Shared>, id: &str, user: &str) -> ApiResult<ConversationDetail> {
-    known_endpoint(shared, id).await?;
     let (endpoint, conversation) = (id.to_string(), user.to_string());
     let (row, transcript) = blocking(shared, move |store| {
         let row = store.conversation(&endpoint, &conversation)?;
@@ -339,14 +343,6 @@ fn inbound_text(value: &Value) -> String {
 
 // ------------------------------------------------------------------------------ actions
 
-async fn known_endpoint(shared: &Arc<Shared>, id: &str) -> ApiResult<()> {
-    let key = id.to_string();
-    blocking(shared, move |store| store.endpoint_row(&key))
-        .await?
-        .map(drop)
-        .ok_or_else(|| ApiError::not_found(format!("no endpoint `{id}`")))
-}
-
 /// Queues an action on the conversation's worker and waits for its commit.
 async fn act(
     shared: &Arc<Shared>,
@@ -354,7 +350,6 @@ async fn act(
     user: &str,
     action: AdminAction,
 ) -> ApiResult<Vec<i64>> {
-    known_endpoint(shared, id).await?;
     if shared.endpoints.get(id).is_none() {
         return Err(ApiError::conflict(
             "endpoint_not_served",
@@ -365,13 +360,22 @@ async fn act(
     let key = SessionKey::new(id, user);
     let (job, answer) = AdminJob::new(action, recipient);
     shared.workers.enqueue(shared, key, Job::Admin(job));
-    match answer.await {
-        Ok(Ok(ids)) => Ok(ids),
-        Ok(Err(reason)) => Err(ApiError::conflict("not_applied", reason)),
-        Err(_) => Err(ApiError::new(
+    match tokio::time::timeout(ACTION_WAIT, answer).await {
+        Ok(Ok(Ok(ids))) => Ok(ids),
+        Ok(Ok(Err(reason))) => Err(ApiError::conflict("not_applied", reason)),
+        Ok(Err(_)) if shared.is_stopping() => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "stopping",
             "the host is stopping; nothing was changed",
+        )),
+        // The step panicked (a bug, logged); its commit did not happen.
+        Ok(Err(_)) => Err(ApiError::internal(
+            "the action failed (see the host's log); nothing was changed",
+        )),
+        Err(_) => Err(ApiError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "pending",
+            "the action is queued but not committed yet (the store is failing?); it may still apply",
         )),
     }
 }
@@ -402,6 +406,7 @@ async fn take_over(
     body: axum::body::Bytes,
 ) -> ApiResult<axum::Json<ConversationDetail>> {
     // The body is optional: no body, no reason.
+    known_endpoint(&shared, &id).await?;
     let reason = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
@@ -427,6 +432,7 @@ async fn release(
     State(shared): State<Arc<Shared>>,
     UrlPath((id, user)): UrlPath<(String, String)>,
 ) -> ApiResult<axum::Json<ConversationDetail>> {
+    known_endpoint(&shared, &id).await?;
     act(&shared, &id, &user, AdminAction::Release).await?;
     detail(&shared, &id, &user).await.map(axum::Json)
 }
@@ -441,6 +447,7 @@ async fn set_ai(
     UrlPath((id, user)): UrlPath<(String, String)>,
     ApiJson(body): ApiJson<AiBody>,
 ) -> ApiResult<axum::Json<ConversationDetail>> {
+    known_endpoint(&shared, &id).await?;
     act(&shared, &id, &user, AdminAction::SetAi(body.enabled)).await?;
     detail(&shared, &id, &user).await.map(axum::Json)
 }
@@ -456,6 +463,7 @@ async fn send(
     UrlPath((id, user)): UrlPath<(String, String)>,
     ApiJson(body): ApiJson<MessageBody>,
 ) -> ApiResult<(StatusCode, axum::Json<Queued>)> {
+    known_endpoint(&shared, &id).await?;
     let output = message(body)?;
     check_window(&shared, &id, &user, &output).await?;
     let outbox_ids = act(&shared, &id, &user, AdminAction::AgentSend(output)).await?;
@@ -472,6 +480,7 @@ async fn notify(
     UrlPath((id, user)): UrlPath<(String, String)>,
     ApiJson(body): ApiJson<MessageBody>,
 ) -> ApiResult<(StatusCode, axum::Json<Queued>)> {
+    known_endpoint(&shared, &id).await?;
     let output = message(body)?;
     check_window(&shared, &id, &user, &output).await?;
     let outbox_ids = act(&shared, &id, &user, AdminAction::Notify(output)).await?;
@@ -488,6 +497,7 @@ async fn inject(
     UrlPath((id, user)): UrlPath<(String, String)>,
     ApiJson(body): ApiJson<InjectBody>,
 ) -> ApiResult<(StatusCode, axum::Json<Queued>)> {
+    known_endpoint(&shared, &id).await?;
     if body.text.is_none() && body.data.is_none() {
         return Err(ApiError::invalid_field("give `text`, `data` or both"));
     }
@@ -541,7 +551,6 @@ async fn check_window(
     user: &str,
     output: &BotOutput,
 ) -> ApiResult<()> {
-    known_endpoint(shared, id).await?;
     if !crate::serve::workers::is_free_form(output) {
         return Ok(());
     }

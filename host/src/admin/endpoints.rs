@@ -27,7 +27,7 @@ use crate::serve::Shared;
 use crate::serve::config::{EndpointConfig, EndpointSpec, SPEC_SECRETS, Secret};
 use crate::serve::endpoint::Activity;
 use crate::serve::registry::{self, spec_json};
-use crate::store::admin::{EndpointState, StoredEndpoint};
+use crate::store::admin::{EndpointState, StoredEndpoint, StoredPlugin};
 
 use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 use super::{PREFIX, blocking, mask};
@@ -132,10 +132,10 @@ async fn create(
     State(shared): State<Arc<Shared>>,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<(StatusCode, axum::Json<EndpointView>)> {
-    let spec = read_spec(body)?;
-    let cwd = std::env::current_dir().unwrap_or_else(|_| Path::new("/").to_path_buf());
-    let spec = spec.absolute(&cwd);
+    refuse_env_secrets(&body)?;
+    let spec = absolute(read_spec(body)?);
     let config = resolve(&spec)?;
+    let _change = shared.admin_lock.lock().await;
     check_number_free(&shared, &config, None).await?;
     if blocking(&shared, {
         let id = spec.id.clone();
@@ -149,7 +149,7 @@ async fn create(
             format!("endpoint `{}` exists; PATCH it instead", spec.id),
         ));
     }
-    let endpoint = load(&shared, config).await?;
+    let endpoint = load(&shared, config, None).await?;
     let (json, _) = spec_json(&spec).map_err(ApiError::internal)?;
     if !shared.store.insert_endpoint(&spec.id, json).await? {
         return Err(ApiError::conflict(
@@ -191,7 +191,9 @@ async fn update(
             "a merge patch is a JSON object",
         ));
     };
-    apply(&shared, &id, patch).await.map(axum::Json)
+    refuse_env_secrets(&Value::Object(patch.clone()))?;
+    let _change = shared.admin_lock.lock().await;
+    apply(&shared, &id, patch, None).await.map(axum::Json)
 }
 
 #[utoipa::path(delete, path = "/admin/v1/endpoints/{id}", tag = "endpoints",
@@ -201,6 +203,7 @@ async fn delete(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<StatusCode> {
+    let _change = shared.admin_lock.lock().await;
     if !shared.store.delete_endpoint(&id).await? {
         return Err(not_found(&id));
     }
@@ -239,6 +242,7 @@ async fn disconnect(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<axum::Json<EndpointView>> {
+    let _change = shared.admin_lock.lock().await;
     let row = stored(&shared, &id).await?;
     let mut spec = parse_stored(&row)?;
     spec.access_token = None;
@@ -301,7 +305,9 @@ async fn verify(
     };
     let phone = match graph_phone_number(&shared, &config, &token).await {
         Ok(phone) => phone,
-        Err(p) => {
+        Err(mut p) => {
+            // Meta quotes a malformed token back in its error message.
+            p.message = p.message.replace(token.expose(), &mask(token.expose()));
             problems.push(p);
             return Ok(axum::Json(VerifyReport {
                 ok: false,
@@ -364,7 +370,10 @@ fn read_spec(body: Value) -> ApiResult<EndpointSpec> {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_body",
-            format!("not an endpoint spec: {e}"),
+            format!(
+                "not an endpoint spec: {}",
+                crate::serve::config::redact_values(&e.to_string())
+            ),
         )
     })
 }
@@ -383,10 +392,41 @@ fn resolve(spec: &EndpointSpec) -> ApiResult<EndpointConfig> {
 async fn load(
     shared: &Arc<Shared>,
     config: EndpointConfig,
+    candidate: Option<StoredPlugin>,
 ) -> ApiResult<crate::serve::endpoint::Endpoint> {
-    registry::load(config, shared.store.clone(), shared.runtime.clone())
-        .await
-        .map_err(|e| ApiError::unprocessable("invalid_config", e))
+    registry::load(
+        config,
+        shared.store.clone(),
+        shared.runtime.clone(),
+        candidate,
+    )
+    .await
+    .map_err(|e| ApiError::unprocessable("invalid_config", e))
+}
+
+/// A spec's relative paths, as the host's working directory sees them, made absolute
+/// (the store keeps the spec for later starts, maybe from elsewhere).
+fn absolute(spec: EndpointSpec) -> EndpointSpec {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| Path::new("/").to_path_buf());
+    spec.absolute(&cwd)
+}
+
+/// Secrets come through the API as literals: an `env:NAME` reference would let an admin
+/// read any of the host's environment variables (sent as a bearer token to a Graph API
+/// base of their choosing). References belong in the config file.
+fn refuse_env_secrets(body: &Value) -> ApiResult<()> {
+    for key in SPEC_SECRETS {
+        if body
+            .get(key)
+            .and_then(Value::as_str)
+            .is_some_and(|v| v.starts_with(crate::serve::config::ENV_PREFIX))
+        {
+            return Err(ApiError::invalid_field(format!(
+                "spec.{key}: `env:` references are read from the config file only; send the value"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// One number, one endpoint: webhooks are routed by endpoint, replies go out from its
@@ -416,12 +456,37 @@ async fn check_number_free(
     Ok(())
 }
 
-/// Merge-patches the stored spec, then validates, loads, commits and swaps it in.
+/// Merge-patches the stored spec, then validates, loads, commits and swaps it in. The
+/// caller holds `shared.admin_lock`.
 pub async fn apply(
     shared: &Arc<Shared>,
     id: &str,
     patch: Map<String, Value>,
+    candidate: Option<StoredPlugin>,
 ) -> ApiResult<EndpointView> {
+    let endpoint = prepare(shared, id, patch, candidate).await?;
+    commit(shared, endpoint).await
+}
+
+/// A patched endpoint, loaded and checked, with the spec to store; nothing changed yet.
+pub struct Prepared {
+    spec: EndpointSpec,
+    endpoint: crate::serve::endpoint::Endpoint,
+}
+
+impl Prepared {
+    pub fn id(&self) -> &str {
+        &self.spec.id
+    }
+}
+
+/// The first half of [`apply`]: read, patch, validate, load.
+pub async fn prepare(
+    shared: &Arc<Shared>,
+    id: &str,
+    patch: Map<String, Value>,
+    candidate: Option<StoredPlugin>,
+) -> ApiResult<Prepared> {
     let row = stored(shared, id).await?;
     let current: Value = serde_json::from_str(&row.spec)
         .map_err(|e| ApiError::internal(format!("stored endpoint `{id}` cannot be read: {e}")))?;
@@ -442,22 +507,27 @@ pub async fn apply(
             merge(&mut merged, key, value);
         }
     }
-    let cwd = std::env::current_dir().unwrap_or_else(|_| Path::new("/").to_path_buf());
-    let spec = read_spec(merged)?.absolute(&cwd);
+    let spec = absolute(read_spec(merged)?);
     let config = resolve(&spec)?;
     check_number_free(shared, &config, Some(id)).await?;
-    let endpoint = load(shared, config).await?;
+    let endpoint = load(shared, config, candidate).await?;
+    Ok(Prepared { spec, endpoint })
+}
+
+/// The second half of [`apply`]: commit the spec, then serve the loaded endpoint.
+pub async fn commit(shared: &Arc<Shared>, prepared: Prepared) -> ApiResult<EndpointView> {
+    let Prepared { spec, endpoint } = prepared;
     let (json, _) = spec_json(&spec).map_err(ApiError::internal)?;
     if !shared
         .store
-        .update_endpoint(id, json, EndpointState::Active)
+        .update_endpoint(&spec.id, json, EndpointState::Active)
         .await?
     {
-        return Err(not_found(id));
+        return Err(not_found(&spec.id));
     }
     shared.endpoints.insert(endpoint);
-    tracing::info!(endpoint = %id, "endpoint changed through the admin API");
-    let row = stored(shared, id).await?;
+    tracing::info!(endpoint = %spec.id, "endpoint changed through the admin API");
+    let row = stored(shared, &spec.id).await?;
     view(shared, row).await
 }
 
@@ -488,7 +558,8 @@ fn merge(target: &mut Value, key: String, value: Value) {
 async fn set_enabled(shared: &Arc<Shared>, id: &str, enabled: bool) -> ApiResult<EndpointView> {
     let mut patch = Map::new();
     patch.insert("enabled".into(), Value::Bool(enabled));
-    apply(shared, id, patch).await
+    let _change = shared.admin_lock.lock().await;
+    apply(shared, id, patch, None).await
 }
 
 fn display_number(spec: &EndpointSpec, row: &StoredEndpoint) -> Option<String> {
@@ -529,7 +600,12 @@ pub async fn view(shared: &Arc<Shared>, row: StoredEndpoint) -> ApiResult<Endpoi
             .map_or_else(String::new, |addr| format!("http://{addr}"))
     });
     let enabled = spec.enabled.unwrap_or(true);
-    let health = health(&row, &spec, served.as_deref(), enabled);
+    let mut health = health(&row, &spec, served.as_deref(), enabled);
+    if let Some(reason) = shared.endpoints.failure(&row.id) {
+        health
+            .problems
+            .push(format!("not loaded at start: {reason}"));
+    }
     Ok(EndpointView {
         callback_url: format!("{base}/webhooks/{}", row.id),
         verify_token: mask(&spec.verify_token),

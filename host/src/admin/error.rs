@@ -14,6 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
+use crate::serve::config::redact_values;
 use crate::store::StoreError;
 
 /// An error answer of the admin API.
@@ -131,9 +132,11 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
         return ApiError::new(status, "too_large", "the body is too large");
     }
+    // serde quotes the offending value (`invalid type: integer `123…``), which may be a
+    // secret sent in the wrong type: kept out.
     let message = match &rejection {
-        JsonRejection::JsonDataError(e) => e.body_text(),
-        JsonRejection::JsonSyntaxError(e) => e.body_text(),
+        JsonRejection::JsonDataError(e) => redact_values(&e.body_text()),
+        JsonRejection::JsonSyntaxError(e) => redact_values(&e.body_text()),
         JsonRejection::MissingJsonContentType(_) => {
             "send the body as JSON with `Content-Type: application/json`".to_string()
         }
@@ -154,4 +157,44 @@ pub fn bytes_rejection(rejection: BytesRejection) -> ApiError {
             rejection.body_text(),
         )
     }
+}
+
+/// Any error answer of the admin routes that is not already JSON (axum's own rejections of
+/// a path, a query or a method, say) in the [`ErrorBody`] shape, so every client parses one
+/// shape.
+pub async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let allow = response.headers().get(axum::http::header::ALLOW).cloned();
+    let text = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let code = match status {
+        StatusCode::NOT_FOUND => "not_found",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        s if s.is_client_error() => "invalid_request",
+        _ => "internal",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        redact_values(&text)
+    };
+    let mut answer = ApiError::new(status, code, message).into_response();
+    if let Some(allow) = allow {
+        answer
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow);
+    }
+    answer
 }

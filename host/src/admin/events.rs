@@ -38,7 +38,7 @@ use crate::serve::{Shared, now_ms};
 use crate::store::admin::{Attempt, Delivery, HOOK_EVENTS, Subscription};
 
 use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
-use super::{blocking, mask};
+use super::{blocking, known_endpoint, mask};
 
 /// Deliveries taken per round.
 const BATCH: usize = 64;
@@ -54,7 +54,7 @@ pub fn routes() -> OpenApiRouter<Arc<Shared>> {
         .routes(routes!(delete))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
     /// An http(s) URL.
@@ -65,7 +65,7 @@ pub struct NewWebhook {
     pub secret: Option<String>,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct WebhookView {
     pub id: i64,
     pub url: String,
@@ -75,7 +75,7 @@ pub struct WebhookView {
     pub created_ms: u64,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct WebhookList {
     pub webhooks: Vec<WebhookView>,
 }
@@ -92,14 +92,6 @@ fn view(sub: Subscription, reveal: bool) -> WebhookView {
         },
         created_ms: sub.created_ms,
     }
-}
-
-async fn known_endpoint(shared: &Arc<Shared>, id: &str) -> ApiResult<()> {
-    let key = id.to_string();
-    blocking(shared, move |store| store.endpoint_row(&key))
-        .await?
-        .map(drop)
-        .ok_or_else(|| ApiError::not_found(format!("no endpoint `{id}`")))
 }
 
 #[utoipa::path(get, path = "/admin/v1/endpoints/{id}/webhooks", tag = "webhooks",
@@ -169,6 +161,7 @@ async fn create(
         .store
         .add_subscription(&id, body.url, secret, events)
         .await?;
+    refresh(&shared, &id).await?;
     tracing::info!(endpoint = %id, webhook = sub.id, "event webhook added");
     Ok((StatusCode::CREATED, axum::Json(view(sub, true))))
 }
@@ -186,7 +179,14 @@ async fn delete(
             "endpoint `{id}` has no webhook {hook}"
         )));
     }
+    refresh(&shared, &id).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The pipeline's view of who wants which event, after a change.
+pub(crate) async fn refresh(shared: &Arc<Shared>, endpoint: &str) -> ApiResult<()> {
+    let (sh, endpoint) = (shared.clone(), endpoint.to_string());
+    blocking(shared, move |store| sh.subscribed.refresh(store, &endpoint)).await
 }
 
 /// The HMAC key of a secret (see the module docs).
@@ -212,17 +212,21 @@ pub fn sign(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> String {
     format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
 }
 
-/// Delivers due event webhooks until shutdown.
+/// Delivers due event webhooks until shutdown. Idle (no store reads) while no endpoint has
+/// a subscription. Deliveries in flight at shutdown are not waited for: they stay pending
+/// and go out after the next start (receivers dedupe by `webhook-id`).
 pub async fn delivery_loop(shared: Arc<Shared>) {
     let mut stopping = shared.stop_signal();
     let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     // Deliveries in flight, so one slow receiver's rows are not taken again meanwhile.
     let taken = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
-    loop {
-        if shared.is_stopping() {
-            break;
-        }
-        match shared.store.due_deliveries(now_ms(), BATCH).await {
+    while !shared.is_stopping() {
+        let due = if shared.subscribed.any() {
+            shared.store.due_deliveries(now_ms(), BATCH).await
+        } else {
+            Ok(Vec::new())
+        };
+        match due {
             Ok(due) => {
                 for delivery in due {
                     if !taken
@@ -232,13 +236,15 @@ pub async fn delivery_loop(shared: Arc<Shared>) {
                     {
                         continue;
                     }
-                    let Ok(permit) = permits.clone().acquire_owned().await else {
-                        break;
+                    let permit = tokio::select! {
+                        permit = permits.clone().acquire_owned() => permit,
+                        _ = stopping.changed() => return,
                     };
-                    let (shared2, taken) = (shared.clone(), taken.clone());
-                    shared.clone().track(async move {
+                    let Ok(permit) = permit else { return };
+                    let (shared, taken) = (shared.clone(), taken.clone());
+                    tokio::spawn(async move {
                         let id = delivery.id;
-                        deliver(&shared2, delivery).await;
+                        deliver(&shared, delivery).await;
                         taken.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
                         drop(permit);
                     });

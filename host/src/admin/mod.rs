@@ -109,6 +109,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .merge(protected)
         .fallback(not_found)
+        .layer(middleware::map_response(error::json_errors))
         .with_state(shared)
 }
 
@@ -152,6 +153,15 @@ where
 {
     let store = shared.store.clone();
     Ok(tokio::task::spawn_blocking(move || f(store.as_ref())).await??)
+}
+
+/// 404 unless the endpoint exists in the store (served or not).
+pub(crate) async fn known_endpoint(shared: &Arc<Shared>, id: &str) -> Result<(), ApiError> {
+    let key = id.to_string();
+    blocking(shared, move |store| store.endpoint_row(&key))
+        .await?
+        .map(drop)
+        .ok_or_else(|| ApiError::not_found(format!("no endpoint `{id}`")))
 }
 
 /// Masks a secret for display: its last 4 characters when it is long enough that they

@@ -273,16 +273,24 @@ async fn install(
     }
     let info =
         serde_json::to_string(plugin.info()).map_err(|e| ApiError::internal(e.to_string()))?;
-    let stored = StoredPlugin {
+    let mut stored = StoredPlugin {
         name: name.clone(),
         version: plugin.version().to_string(),
         wit_version: plugin.wit_version().to_string(),
         sha256: plugin.hash().to_string(),
         wasm,
         info,
-        max_memory_bytes: u64::try_from(limits.max_memory_bytes).unwrap_or(u64::MAX),
-        call_timeout_ms: u64::try_from(limits.call_deadline.as_millis()).unwrap_or(u64::MAX),
+        max_memory_bytes: 0,
+        call_timeout_ms: 0,
         installed_ms: crate::serve::now_ms(),
+    };
+    set_stored_limits(&mut stored, &limits);
+    let _change = shared.admin_lock.lock().await;
+    // A replacement must serve every endpoint on the old one before anything is stored.
+    let reloaded = if params.replace {
+        prepare_users(&shared, &stored).await?
+    } else {
+        Vec::new()
     };
     if !shared
         .store
@@ -295,9 +303,7 @@ async fn install(
         ));
     }
     tracing::info!(plugin = %name, version = %stored.version, sha256 = %stored.sha256, "plugin installed");
-    if params.replace {
-        reload_users(&shared, &name).await?;
-    }
+    serve_users(&shared, reloaded).await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(stored_view(&shared, stored).await?),
@@ -338,21 +344,48 @@ fn limits_with(
 }
 
 fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    crate::serve::config::valid_id(name)
 }
 
-/// Endpoints on a replaced plugin pick the new component up (a no-op patch reloads).
-async fn reload_users(shared: &Arc<Shared>, name: &str) -> ApiResult<()> {
-    for id in used_by(shared, name).await? {
+fn set_stored_limits(plugin: &mut StoredPlugin, limits: &PluginLimits) {
+    plugin.max_memory_bytes = u64::try_from(limits.max_memory_bytes).unwrap_or(u64::MAX);
+    plugin.call_timeout_ms = u64::try_from(limits.call_deadline.as_millis()).unwrap_or(u64::MAX);
+}
+
+/// Every served endpoint on `candidate`'s name, loaded with `candidate` (a no-op patch):
+/// 422 naming the first that does not load, and then nothing is stored.
+async fn prepare_users(
+    shared: &Arc<Shared>,
+    candidate: &StoredPlugin,
+) -> ApiResult<Vec<endpoints::Prepared>> {
+    let mut prepared = Vec::new();
+    for id in used_by(shared, &candidate.name).await? {
         if shared.endpoints.get(&id).is_none() {
             continue;
         }
-        if let Err(e) = endpoints::apply(shared, &id, serde_json::Map::new()).await {
-            tracing::error!(endpoint = %id, plugin = %name, "cannot reload on the replaced plugin; it keeps the old one until fixed: {}", e.message);
-        }
+        let endpoint =
+            endpoints::prepare(shared, &id, serde_json::Map::new(), Some(candidate.clone()))
+                .await
+                .map_err(|e| {
+                    ApiError::unprocessable(
+                        "plugin_rejected",
+                        format!(
+                            "endpoint `{id}` would not load on it, so nothing was changed: {}",
+                            e.message
+                        ),
+                    )
+                })?;
+        prepared.push(endpoint);
+    }
+    Ok(prepared)
+}
+
+/// Serves the endpoints [`prepare_users`] loaded (the plugin row has committed).
+async fn serve_users(shared: &Arc<Shared>, prepared: Vec<endpoints::Prepared>) -> ApiResult<()> {
+    for endpoint in prepared {
+        let id = endpoint.id().to_string();
+        endpoints::commit(shared, endpoint).await?;
+        tracing::info!(endpoint = %id, "endpoint reloaded on the changed plugin");
     }
     Ok(())
 }
@@ -374,6 +407,7 @@ async fn set_limits(
             "the bundled adapter runs with the default limits; install a copy under another name to limit it",
         ));
     }
+    let _change = shared.admin_lock.lock().await;
     let key = name.clone();
     let mut plugin = blocking(&shared, move |store| store.plugin(&key))
         .await?
@@ -383,11 +417,11 @@ async fn set_limits(
         patch.max_memory_mb,
         patch.call_timeout_ms,
     )?;
-    plugin.max_memory_bytes = u64::try_from(limits.max_memory_bytes).unwrap_or(u64::MAX);
-    plugin.call_timeout_ms = u64::try_from(limits.call_deadline.as_millis()).unwrap_or(u64::MAX);
+    set_stored_limits(&mut plugin, &limits);
+    let reloaded = prepare_users(&shared, &plugin).await?;
     shared.store.install_plugin(plugin.clone(), true).await?;
     tracing::info!(plugin = %name, "plugin limits changed");
-    reload_users(&shared, &name).await?;
+    serve_users(&shared, reloaded).await?;
     Ok(axum::Json(stored_view(&shared, plugin).await?))
 }
 
@@ -404,6 +438,7 @@ async fn remove(
             "the bundled adapter cannot be removed",
         ));
     }
+    let _change = shared.admin_lock.lock().await;
     let users = used_by(&shared, &name).await?;
     if !users.is_empty() {
         return Err(ApiError::conflict(

@@ -9,10 +9,15 @@
 //!   directories, no environment or arguments, no sockets or name lookup, a frozen clock,
 //!   fixed randomness, stdout discarded and stderr captured (for panic messages). No
 //!   `wasi:http`: a component that imports it fails to link.
+//!
+//! Compiled components are cached by the sha256 of their bytes (a few entries), so the
+//! same plugin loaded for many endpoints, or reloaded after an admin change, is compiled
+//! once.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ResourceLimiter, Store};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -69,10 +74,18 @@ impl PluginLimits {
     }
 }
 
+/// Compiled components kept by content hash, so loading the same bytes again (every
+/// endpoint on the bundled adapter, an endpoint reloaded after an admin change) skips
+/// Cranelift. Bounded: the oldest entry goes when it is full.
+const COMPILED_CACHE: usize = 16;
+
 /// Owns the engine, the linker and the epoch ticker. Cheap to share behind an `Arc`.
 pub struct PluginRuntime {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
+    /// sha256 of the bytes → the compiled component (a `Component` is a cheap handle),
+    /// oldest first.
+    compiled: Mutex<Vec<([u8; 32], Component)>>,
 }
 
 impl PluginRuntime {
@@ -89,6 +102,7 @@ impl PluginRuntime {
         Ok(PluginRuntime {
             engine,
             linker: Arc::new(linker),
+            compiled: Mutex::new(Vec::new()),
         })
     }
 
@@ -100,9 +114,40 @@ impl PluginRuntime {
         &self.linker
     }
 
-    /// Compiles component bytes. Anything that is not a component is a clear error.
+    /// Compiles component bytes, or returns the component compiled from the same bytes
+    /// before. Anything that is not a component is a clear error (and is not cached).
     pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Component, PluginError> {
-        Component::new(&self.engine, bytes).map_err(|e| PluginError::Invalid(format!("{e:#}")))
+        let hash: [u8; 32] = Sha256::digest(bytes).into();
+        if let Some((_, component)) = self
+            .compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|(h, _)| *h == hash)
+        {
+            return Ok(component.clone());
+        }
+        // Not under the lock: compiling takes long, and two first loads of the same bytes
+        // at once only cost a duplicate compile.
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
+        let mut cache = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        if !cache.iter().any(|(h, _)| *h == hash) {
+            if cache.len() >= COMPILED_CACHE {
+                cache.remove(0);
+            }
+            cache.push((hash, component.clone()));
+        }
+        Ok(component)
+    }
+
+    /// Forgets compiled components, so the next load compiles again (benchmarks compare
+    /// both).
+    pub fn clear_compiled(&self) {
+        self.compiled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
     }
 
     /// A store with the deny-all WASI context and the memory limiter installed.

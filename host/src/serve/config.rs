@@ -885,7 +885,8 @@ fn resolve_secret(value: String, field: &str) -> Result<Secret, String> {
     }
 }
 
-fn valid_id(id: &str) -> bool {
+/// `[a-z0-9_-]{1,64}`: endpoint ids and plugin names.
+pub fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()
@@ -924,7 +925,7 @@ fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
 
 /// serde writes `invalid type: integer `123`, expected a string` and
 /// `invalid value: string "x", expected …`; keep the kind, drop the value.
-fn redact_values(message: &str) -> String {
+pub(crate) fn redact_values(message: &str) -> String {
     match regex::Regex::new(r#"(invalid (?:type|value): [a-z ]+?) (?:`[^`]*`|"(?:[^"\\]|\\.)*")"#) {
         Ok(re) => re.replace_all(message, "$1").into_owned(),
         // Cannot happen (a constant pattern); say nothing rather than risk a value.

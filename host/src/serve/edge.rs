@@ -18,12 +18,12 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::plugins::types::HandshakeReply;
 use crate::store::InboxRow;
@@ -32,25 +32,15 @@ use super::endpoint::Activity;
 use super::signature::{self, SignatureError};
 use super::{Shared, now_ms};
 
-/// Above any endpoint's `max_body_bytes` (checked per endpoint below): endpoints added at
-/// run time may allow more than the ones served at start.
-const BODY_CEILING: usize = 64 * 1024 * 1024;
-
 pub fn router(shared: Arc<Shared>) -> Router {
-    let max_body = shared
-        .endpoints
-        .all()
-        .iter()
-        .map(|e| e.config.max_body_bytes)
-        .max()
-        .unwrap_or(0)
-        .max(BODY_CEILING);
     Router::new()
         .route("/webhooks/{endpoint}", get(handshake).post(receive))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .layer(DefaultBodyLimit::max(max_body))
+        // Each webhook body is read up to its own endpoint's `max_body_bytes` (below), after
+        // the endpoint is known: an unknown endpoint reads nothing.
+        .layer(DefaultBodyLimit::disable())
         .with_state(shared)
 }
 
@@ -106,31 +96,31 @@ async fn receive(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Response {
     let started = Instant::now();
     let Some(endpoint) = shared.endpoints.get(&id) else {
         count(&shared, "unknown", "unknown_endpoint");
         return (StatusCode::NOT_FOUND, "unknown endpoint\n").into_response();
     };
-    let body = match body {
-        Ok(body) if body.len() <= endpoint.config.max_body_bytes => body,
-        Ok(_) => {
-            count(&shared, &id, "too_large");
-            return (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response();
-        }
-        Err(rejection) => {
-            let status = rejection.status();
+    // As axum's own body limit does: read up to the limit, then refuse.
+    let body = match Limited::new(body, endpoint.config.max_body_bytes)
+        .collect()
+        .await
+    {
+        Ok(collected) => collected.to_bytes(),
+        Err(e) => {
+            let too_large = e.downcast_ref::<LengthLimitError>().is_some();
             count(
                 &shared,
                 &id,
-                if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    "too_large"
-                } else {
-                    "bad_body"
-                },
+                if too_large { "too_large" } else { "bad_body" },
             );
-            return (status, "cannot read the body\n").into_response();
+            return if too_large {
+                (StatusCode::PAYLOAD_TOO_LARGE, "body too large\n").into_response()
+            } else {
+                (StatusCode::BAD_REQUEST, "cannot read the body\n").into_response()
+            };
         }
     };
     if let Some(scheme) = &endpoint.signature {

@@ -14,6 +14,7 @@ use crate::flow::Flow;
 use crate::plugins::types::Business;
 use crate::plugins::{AdapterPlugin, BUNDLED_WHATSAPP, HookPlugin, PluginLimits, PluginRuntime};
 use crate::store::Store;
+use crate::store::admin::StoredPlugin;
 use crate::transform::Transformers;
 
 use super::SignatureCheck;
@@ -22,6 +23,8 @@ use super::staging::{Collector, StagedSessions};
 
 /// Settings only the host uses; adapters never get them.
 const HOST_ONLY_SECRETS: [&str; 2] = ["access_token", "app_secret"];
+/// Settings never shown, stored in errors or logged.
+const SECRET_SETTINGS: [&str; 3] = ["access_token", "app_secret", "verify_token"];
 
 pub type EndpointConversations = Conversations<Collector, ReqwestHttp, Option<WebhookHandover>>;
 
@@ -76,10 +79,37 @@ impl Activity {
 }
 
 impl Endpoint {
+    /// `text` (a Graph API error, say: Meta quotes a malformed token back) with this
+    /// endpoint's secrets replaced by their masks, before it is logged, stored or shown.
+    pub fn redact(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for (name, value) in &self.settings {
+            if SECRET_SETTINGS.contains(&name.as_str())
+                && value.len() >= 4
+                && text.contains(value.as_str())
+            {
+                text = text.replace(value.as_str(), &crate::admin::mask(value));
+            }
+        }
+        text
+    }
+
     pub fn load(
         runtime: &Arc<PluginRuntime>,
         config: EndpointConfig,
         store: Arc<dyn Store>,
+    ) -> Result<Endpoint, String> {
+        Endpoint::load_with(runtime, config, store, None)
+    }
+
+    /// [`Endpoint::load`], with `candidate` standing in for the installed plugin of its
+    /// name (a replacement or new limits, checked against every endpoint using it before
+    /// anything is stored).
+    pub fn load_with(
+        runtime: &Arc<PluginRuntime>,
+        config: EndpointConfig,
+        store: Arc<dyn Store>,
+        candidate: Option<&StoredPlugin>,
     ) -> Result<Endpoint, String> {
         let id = config.id.clone();
         let fail = |what: String| format!("endpoint `{id}`: {what}");
@@ -97,10 +127,13 @@ impl Endpoint {
                 path.display().to_string(),
             ),
             PluginSource::Installed(name) => {
-                let plugin = store
-                    .plugin(name)
-                    .map_err(|e| fail(e.to_string()))?
-                    .ok_or_else(|| fail(format!("plugin `{name}` is not installed")))?;
+                let plugin = match candidate.filter(|c| c.name == *name) {
+                    Some(candidate) => candidate.clone(),
+                    None => store
+                        .plugin(name)
+                        .map_err(|e| fail(e.to_string()))?
+                        .ok_or_else(|| fail(format!("plugin `{name}` is not installed")))?,
+                };
                 limits = crate::admin::plugins::limits_of(&plugin);
                 (plugin.wasm, format!("plugin `{name}`"), name.clone())
             }

@@ -96,6 +96,12 @@ pub struct Shared {
     pub public_url: Option<String>,
     /// The address the edge listens on, once bound.
     pub local_addr: std::sync::OnceLock<SocketAddr>,
+    /// Held by every admin change to endpoints and plugins, from reading the stored state
+    /// to swapping the result in, so two changes cannot interleave (a disconnect undone by
+    /// a PATCH that read the row before it).
+    pub admin_lock: tokio::sync::Mutex<()>,
+    /// Which events each endpoint's outbound webhooks want (see [`notices`]).
+    pub subscribed: notices::Subscribed,
     pub metrics: Arc<Metrics>,
     pub workers: Workers,
     pub sender: SenderHandle,
@@ -247,6 +253,15 @@ impl Server {
                 .map_err(|e| anyhow::anyhow!("cannot start the plugin runtime: {e}"))?,
         );
         let endpoints = registry::seed(&config, &store, &runtime).await?;
+        let subscribed = notices::Subscribed::default();
+        {
+            let store = store.clone();
+            let subscribed = &subscribed;
+            let ids: Vec<String> = store.endpoints()?.into_iter().map(|e| e.id).collect();
+            for id in ids {
+                subscribed.refresh(store.as_ref(), &id)?;
+            }
+        }
 
         let mut guard = RuntimeGuard(Some(
             tokio::runtime::Builder::new_multi_thread()
@@ -267,6 +282,8 @@ impl Server {
             admin_token: config.admin_token.clone(),
             public_url: config.public_url.clone(),
             local_addr: std::sync::OnceLock::new(),
+            admin_lock: tokio::sync::Mutex::new(()),
+            subscribed,
             metrics: Arc::new(Metrics::new()),
             workers: Workers::default(),
             sender: sender.clone(),
@@ -372,6 +389,11 @@ impl Server {
 
     pub fn store(&self) -> Arc<dyn Store> {
         self.shared.store.clone()
+    }
+
+    /// The plugin runtime (benchmarks clear its compiled-component cache).
+    pub fn plugin_runtime(&self) -> Arc<PluginRuntime> {
+        self.shared.runtime.clone()
     }
 
     /// Stops accepting, lets in-flight requests, steps and sends finish; the rest stays

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::plugins::PluginRuntime;
 use crate::store::Store;
-use crate::store::admin::{EndpointState, Seeded};
+use crate::store::admin::{EndpointState, Seeded, StoredPlugin};
 
 use super::config::{EndpointConfig, EndpointSpec, ServeConfig};
 use super::endpoint::Endpoint;
@@ -27,6 +27,8 @@ use super::endpoint::Endpoint;
 #[derive(Default)]
 pub struct Registry {
     endpoints: RwLock<HashMap<String, Arc<Endpoint>>>,
+    /// Stored endpoints that did not load at start, and why (shown by the admin API).
+    failed: RwLock<HashMap<String, String>>,
 }
 
 impl Registry {
@@ -71,14 +73,34 @@ impl Registry {
             endpoint.activity.carry_over(&old.activity);
         }
         map.insert(endpoint.config.id.clone(), endpoint.clone());
+        drop(map);
+        self.set_failed(&endpoint.config.id, None);
         endpoint
     }
 
     pub fn remove(&self, id: &str) -> Option<Arc<Endpoint>> {
+        self.set_failed(id, None);
         self.endpoints
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id)
+    }
+
+    /// Why a stored endpoint is not served, when it failed to load.
+    pub fn failure(&self, id: &str) -> Option<String> {
+        self.failed
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn set_failed(&self, id: &str, reason: Option<String>) {
+        let mut failed = self.failed.write().unwrap_or_else(|e| e.into_inner());
+        match reason {
+            Some(reason) => failed.insert(id.to_string(), reason),
+            None => failed.remove(id),
+        };
     }
 }
 
@@ -89,9 +111,11 @@ pub fn spec_json(spec: &EndpointSpec) -> Result<(String, String), String> {
     Ok((json, hash))
 }
 
-/// Seeds the store from the config, then loads every active stored endpoint. A stored
-/// endpoint that no longer loads (its flow file moved, say) fails the start with its id,
-/// like a broken TOML endpoint would.
+/// Seeds the store from the config, then loads every active stored endpoint. An endpoint
+/// of the config file that does not load fails the start (a broken config is reported at
+/// once, as before there was a store); one created through the admin API that no longer
+/// loads (its flow file moved, say) is logged, shown by the admin API, and not served, so
+/// one broken endpoint does not take the others down.
 pub async fn seed(
     config: &ServeConfig,
     store: &Arc<dyn Store>,
@@ -115,24 +139,38 @@ pub async fn seed(
         }
         let spec: EndpointSpec = serde_json::from_str(&row.spec)
             .map_err(|e| anyhow::anyhow!("stored endpoint `{}` cannot be read: {e}", row.id))?;
-        let config = spec
-            .resolve(Path::new("/"), &format!("endpoints.{}", row.id))
-            .map_err(anyhow::Error::msg)?;
-        let endpoint = load(config, store.clone(), runtime.clone())
-            .await
-            .map_err(anyhow::Error::msg)?;
-        registry.insert(endpoint);
+        let loaded = match spec.resolve(Path::new("/"), &format!("endpoints.{}", row.id)) {
+            Ok(config) => load(config, store.clone(), runtime.clone(), None).await,
+            Err(e) => Err(e),
+        };
+        match loaded {
+            Ok(endpoint) => {
+                registry.insert(endpoint);
+            }
+            Err(e) if config.endpoint_specs.iter().any(|s| s.id == row.id) => {
+                anyhow::bail!(e)
+            }
+            Err(e) => {
+                tracing::error!(endpoint = %row.id, "stored endpoint not served: {e}");
+                registry.set_failed(&row.id, Some(e));
+            }
+        }
     }
     Ok(registry)
 }
 
-/// Loads a resolved endpoint (plugin, flow, hooks, signature key) off the async threads.
+/// Loads a resolved endpoint (plugin, flow, hooks, signature key) off the async threads;
+/// `candidate` stands in for the installed plugin of its name (see
+/// [`Endpoint::load_with`]).
 pub async fn load(
     config: EndpointConfig,
     store: Arc<dyn Store>,
     runtime: Arc<PluginRuntime>,
+    candidate: Option<StoredPlugin>,
 ) -> Result<Endpoint, String> {
-    tokio::task::spawn_blocking(move || Endpoint::load(&runtime, config, store))
-        .await
-        .map_err(|e| format!("endpoint loader: {e}"))?
+    tokio::task::spawn_blocking(move || {
+        Endpoint::load_with(&runtime, config, store, candidate.as_ref())
+    })
+    .await
+    .map_err(|e| format!("endpoint loader: {e}"))?
 }

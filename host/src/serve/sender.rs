@@ -495,7 +495,14 @@ async fn send_row(shared: &Arc<Shared>, endpoint: &Endpoint, queued: &Queued) ->
                 Activity::set(&endpoint.activity.last_send_ms, now_ms());
                 let last = index + 1 == total;
                 let notice = last
-                    .then(|| notices::message_sent(row, Some(output), message_id.as_deref()))
+                    .then(|| {
+                        notices::message_sent(
+                            &shared.subscribed,
+                            row,
+                            Some(output),
+                            message_id.as_deref(),
+                        )
+                    })
                     .flatten();
                 if let Err(e) = shared
                     .store
@@ -517,25 +524,49 @@ async fn send_row(shared: &Arc<Shared>, endpoint: &Endpoint, queued: &Queued) ->
                     row,
                     part,
                     advice.after_ms,
-                    describe_error(&advice.error),
+                    endpoint.redact(&describe_error(&advice.error)),
                     pause,
                 )
                 .await;
             }
             SendResult::WindowClosed(e) => {
-                return window_closed_now(shared, endpoint, row, describe_error(&e)).await;
+                return window_closed_now(
+                    shared,
+                    endpoint,
+                    row,
+                    endpoint.redact(&describe_error(&e)),
+                )
+                .await;
             }
             SendResult::AuthFailed(e) => {
                 // The admin API's health shows it until a send succeeds again.
                 Activity::set(&endpoint.activity.last_auth_failure_ms, now_ms());
-                tracing::error!(endpoint = %endpoint.config.id, "the Graph API refused the access token: {}", describe_error(&e));
-                return dead(shared, row, "auth_failed", describe_error(&e)).await;
+                tracing::error!(endpoint = %endpoint.config.id, "the Graph API refused the access token: {}", endpoint.redact(&describe_error(&e)));
+                return dead(
+                    shared,
+                    row,
+                    "auth_failed",
+                    endpoint.redact(&describe_error(&e)),
+                )
+                .await;
             }
             SendResult::Undeliverable(e) => {
-                return dead(shared, row, "undeliverable", describe_error(&e)).await;
+                return dead(
+                    shared,
+                    row,
+                    "undeliverable",
+                    endpoint.redact(&describe_error(&e)),
+                )
+                .await;
             }
             SendResult::Permanent(e) => {
-                return dead(shared, row, "permanent", describe_error(&e)).await;
+                return dead(
+                    shared,
+                    row,
+                    "permanent",
+                    endpoint.redact(&describe_error(&e)),
+                )
+                .await;
             }
         }
     }
@@ -794,7 +825,13 @@ async fn dead(shared: &Arc<Shared>, row: &OutboxRow, reason: &str, detail: Strin
     tracing::warn!(endpoint = %row.endpoint, outbox = row.id, %reason, %detail, "send given up; kept as a dead letter");
     let queued = Queued::new(row.clone());
     let receipt = queued.receipt();
-    let notice = notices::message_failed(row, queued.output.as_ref().ok(), reason, &detail);
+    let notice = notices::message_failed(
+        &shared.subscribed,
+        row,
+        queued.output.as_ref().ok(),
+        reason,
+        &detail,
+    );
     let event = (!receipt && !row.conversation.is_empty()).then(|| NewEvent {
         dedupe_key: format!("send-failed:{}", row.id),
         conversation: row.conversation.clone(),

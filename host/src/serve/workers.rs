@@ -295,6 +295,11 @@ async fn run_message(
     let inbound_ms = message.timestamp.saturating_mul(1000).min(now);
     let mut step = done_only(key, event_id);
     step.inbound_ms = Some(inbound_ms);
+    let subs = &shared.subscribed;
+    let (ep, user) = (key.endpoint.as_str(), key.user.as_str());
+    // Received also by a disabled endpoint: it stores what it does not answer.
+    step.notices
+        .extend(notices::message_received(subs, ep, user, &message));
     if !endpoint.config.enabled {
         // Disabled: acknowledged and stored, never answered.
         return commit(shared, step).await.map(drop);
@@ -302,16 +307,6 @@ async fn run_message(
     let recipient = json_or_retry(&message.user)?;
     let business_json = json_or_retry(&business)?;
     let message_id = message.id.clone();
-    let new_conversation = shared
-        .store
-        .session(&key.endpoint, &key.user)
-        .map_err(|e| Retry(e.to_string()))?
-        .is_none();
-    if new_conversation {
-        step.notices.push(notices::conversation_started(&key.user));
-    }
-    step.notices
-        .push(notices::message_received(&key.user, &message));
     let result = endpoint.conversations.handle(message, business).await;
     let outputs = endpoint.collector.take(key);
     let session = endpoint.sessions.take(key);
@@ -326,25 +321,26 @@ async fn run_message(
             for error in &report.errors {
                 tracing::warn!(endpoint = %key.endpoint, conversation = %key.masked(), %error, "flow error");
             }
-            if report.expired {
-                step.notices.push(notices::conversation_started(&key.user));
+            // A new session, or an expired one that started afresh.
+            if report.started || report.expired {
+                step.notices
+                    .extend(notices::conversation_started(subs, ep, user));
             }
             if report.handover_ended {
                 step.notices
-                    .push(notices::handover_ended(&key.user, "mute_ended"));
+                    .extend(notices::handover_ended(subs, ep, user, "mute_ended"));
+            }
+            if report.handover_started {
+                let handover = session.as_ref().and_then(|s| s.handover.as_ref());
+                step.notices.extend(notices::handover_started(
+                    subs,
+                    ep,
+                    user,
+                    handover.and_then(|h| h.reason.as_deref()),
+                    handover.map_or(0, |h| h.until_ms),
+                ));
             }
         }
-    }
-
-    if let Ok(report) = &result
-        && report.handover_started
-    {
-        let handover = session.as_ref().and_then(|s| s.handover.as_ref());
-        step.notices.push(notices::handover_started(
-            &key.user,
-            handover.and_then(|h| h.reason.as_deref()),
-            handover.map_or(0, |h| h.until_ms),
-        ));
     }
     let mut rows = Vec::with_capacity(outputs.len() + 1);
     // Meta's typing indicator rides on the read receipt, so it marks the message read too.
@@ -431,7 +427,14 @@ async fn run_timer(
             let mut step = StepCommit {
                 endpoint: key.endpoint.clone(),
                 conversation: key.user.clone(),
-                notices: vec![notices::handover_ended(&key.user, "mute_ended")],
+                notices: notices::handover_ended(
+                    &shared.subscribed,
+                    &key.endpoint,
+                    &key.user,
+                    "mute_ended",
+                )
+                .into_iter()
+                .collect(),
                 ..StepCommit::default()
             };
             set_session(&mut step, session)?;
@@ -492,20 +495,28 @@ async fn run_admin(
         record.state.user = Some(job.recipient.clone());
     }
     let was_handed_over = before.as_ref().is_some_and(|s| s.handover.is_some());
+    let (subs, ep, user) = (&shared.subscribed, key.endpoint.as_str(), key.user.as_str());
+    if before.is_none() && session.is_some() {
+        // An agent or integration wrote first (a template notify, an inject).
+        step.notices
+            .extend(notices::conversation_started(subs, ep, user));
+    }
     match (
         &job.action,
         session.as_ref().and_then(|s| s.handover.as_ref()),
     ) {
         (AdminAction::TakeOver { reason }, Some(handover)) if !was_handed_over => {
-            step.notices.push(notices::handover_started(
-                &key.user,
+            step.notices.extend(notices::handover_started(
+                subs,
+                ep,
+                user,
                 reason.as_deref(),
                 handover.until_ms,
             ));
         }
         (AdminAction::Release, None) if was_handed_over => {
             step.notices
-                .push(notices::handover_ended(&key.user, "released"));
+                .extend(notices::handover_ended(subs, ep, user, "released"));
         }
         _ => {}
     }

@@ -16,6 +16,8 @@
 //! The list and transcript reads are synchronous, on a reader connection, so they never
 //! queue behind the writer; callers on async paths run them in `spawn_blocking`.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use super::{OutboxState, StoreError, StoreFuture};
@@ -37,6 +39,9 @@ pub const HOOK_EVENTS: [&str; 6] = [
 pub enum EndpointState {
     Active,
     Disconnected,
+    /// Deleted, but seeded from the config file: kept as a tombstone so the unchanged
+    /// config does not bring it back at the next start. Never listed.
+    Deleted,
 }
 
 impl EndpointState {
@@ -44,6 +49,7 @@ impl EndpointState {
         match self {
             EndpointState::Active => "active",
             EndpointState::Disconnected => "disconnected",
+            EndpointState::Deleted => "deleted",
         }
     }
 
@@ -51,6 +57,7 @@ impl EndpointState {
         match s {
             "active" => Some(EndpointState::Active),
             "disconnected" => Some(EndpointState::Disconnected),
+            "deleted" => Some(EndpointState::Deleted),
             _ => None,
         }
     }
@@ -83,7 +90,7 @@ pub enum Seeded {
 }
 
 /// An installed adapter component.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct StoredPlugin {
     pub name: String,
     pub version: String,
@@ -98,7 +105,7 @@ pub struct StoredPlugin {
 }
 
 /// An outbound event webhook of an endpoint.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Subscription {
     pub id: i64,
     pub endpoint: String,
@@ -119,7 +126,7 @@ pub struct Notice {
 }
 
 /// A delivery that is due.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Delivery {
     pub id: i64,
     pub endpoint: String,
@@ -130,6 +137,43 @@ pub struct Delivery {
     pub data: String,
     pub attempts: u32,
     pub created_ms: u64,
+}
+
+// By hand: the derived forms would print the signing secrets and the wasm bytes.
+impl fmt::Debug for StoredPlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredPlugin")
+            .field("name", &self.name)
+            .field("version", &self.version)
+            .field("sha256", &self.sha256)
+            .field("wasm_bytes", &self.wasm.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Subscription")
+            .field("id", &self.id)
+            .field("endpoint", &self.endpoint)
+            .field("url", &self.url)
+            .field("secret", &"[redacted]")
+            .field("events", &self.events)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("id", &self.id)
+            .field("endpoint", &self.endpoint)
+            .field("url", &self.url)
+            .field("secret", &"[redacted]")
+            .field("event", &self.event)
+            .field("attempts", &self.attempts)
+            .finish_non_exhaustive()
+    }
 }
 
 /// How one delivery attempt ended.
@@ -185,7 +229,7 @@ pub trait AdminStore: Send + Sync + 'static {
     /// differs from the one it was last seeded with.
     fn seed_endpoint(&self, id: &str, spec: String, seed_hash: String) -> StoreFuture<'_, Seeded>;
 
-    /// Inserts a new endpoint; `false` when the id is taken.
+    /// Inserts a new endpoint (or revives a deleted one's id); `false` when the id is taken.
     fn insert_endpoint(&self, id: &str, spec: String) -> StoreFuture<'_, bool>;
 
     /// Replaces an endpoint's spec and state; `false` when there is no such endpoint.
@@ -196,8 +240,9 @@ pub trait AdminStore: Send + Sync + 'static {
         state: EndpointState,
     ) -> StoreFuture<'_, bool>;
 
-    /// Deletes an endpoint and its subscriptions (conversations stay until pruned);
-    /// `false` when there is no such endpoint.
+    /// Deletes an endpoint and its subscriptions (conversations stay until pruned); one
+    /// the config file seeded stays as a [`EndpointState::Deleted`] tombstone. `false`
+    /// when there is no such endpoint.
     fn delete_endpoint(&self, id: &str) -> StoreFuture<'_, bool>;
 
     /// Records a successful subscription handshake.
@@ -236,9 +281,6 @@ pub trait AdminStore: Send + Sync + 'static {
     fn delete_subscription(&self, endpoint: &str, id: i64) -> StoreFuture<'_, bool>;
 
     fn subscriptions(&self, endpoint: &str) -> Result<Vec<Subscription>, StoreError>;
-
-    /// Notices outside a pipeline write (an agent taking over, say).
-    fn emit(&self, endpoint: &str, notices: Vec<Notice>) -> StoreFuture<'_, ()>;
 
     /// Pending deliveries due at `now_ms`, oldest first.
     fn due_deliveries(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<Delivery>>;

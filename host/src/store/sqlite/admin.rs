@@ -211,7 +211,10 @@ impl AdminStore for SqliteStore {
             let n = exec(
                 tx,
                 "INSERT INTO endpoints (id, spec, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?3)
-                 ON CONFLICT (id) DO NOTHING",
+                 ON CONFLICT (id) DO UPDATE SET spec = excluded.spec, state = 'active',
+                     last_handshake_ms = NULL, verified = NULL, created_ms = excluded.created_ms,
+                     updated_ms = excluded.updated_ms
+                 WHERE endpoints.state = 'deleted'",
                 params![id, spec, now],
             )
             .ctx("inserting an endpoint")?;
@@ -229,7 +232,8 @@ impl AdminStore for SqliteStore {
         self.submit(move |tx| {
             let n = exec(
                 tx,
-                "UPDATE endpoints SET spec = ?2, state = ?3, updated_ms = ?4 WHERE id = ?1",
+                "UPDATE endpoints SET spec = ?2, state = ?3, updated_ms = ?4
+                 WHERE id = ?1 AND state <> 'deleted'",
                 params![id, spec, state.as_str(), db_int(now_ms())],
             )
             .ctx("updating an endpoint")?;
@@ -253,9 +257,21 @@ impl AdminStore for SqliteStore {
                 [&id],
             )
             .ctx("deleting an endpoint's webhooks")?;
-            let n = exec(tx, "DELETE FROM endpoints WHERE id = ?1", [&id])
-                .ctx("deleting an endpoint")?;
-            Ok(n == 1)
+            // The config file's endpoints stay as tombstones (see `EndpointState::Deleted`).
+            let tombstoned = exec(
+                tx,
+                "UPDATE endpoints SET state = 'deleted', updated_ms = ?2
+                 WHERE id = ?1 AND state <> 'deleted' AND seed_hash IS NOT NULL",
+                params![id, db_int(now_ms())],
+            )
+            .ctx("deleting an endpoint")?;
+            let deleted = exec(
+                tx,
+                "DELETE FROM endpoints WHERE id = ?1 AND seed_hash IS NULL",
+                [&id],
+            )
+            .ctx("deleting an endpoint")?;
+            Ok(tombstoned + deleted == 1)
         })
     }
 
@@ -290,7 +306,7 @@ impl AdminStore for SqliteStore {
             conn.prepare_cached(concat!(
                 "SELECT ",
                 endpoint_columns!(),
-                " FROM endpoints ORDER BY id"
+                " FROM endpoints WHERE state <> 'deleted' ORDER BY id"
             ))
             .and_then(|mut stmt| stmt.query_map([], endpoint_row)?.collect())
             .ctx("listing endpoints")
@@ -302,7 +318,7 @@ impl AdminStore for SqliteStore {
             conn.prepare_cached(concat!(
                 "SELECT ",
                 endpoint_columns!(),
-                " FROM endpoints WHERE id = ?1"
+                " FROM endpoints WHERE id = ?1 AND state <> 'deleted'"
             ))
             .and_then(|mut stmt| stmt.query_row([id], endpoint_row).optional())
             .ctx("reading an endpoint")
@@ -450,16 +466,6 @@ impl AdminStore for SqliteStore {
             )
             .and_then(|mut stmt| stmt.query_map([endpoint], subscription_row)?.collect())
             .ctx("listing webhooks")
-        })
-    }
-
-    fn emit(&self, endpoint: &str, notices: Vec<Notice>) -> StoreFuture<'_, ()> {
-        let endpoint = endpoint.to_string();
-        self.submit(move |tx| {
-            for notice in &notices {
-                emit(tx, &endpoint, notice)?;
-            }
-            Ok(())
         })
     }
 
