@@ -463,11 +463,7 @@ async fn send(
     UrlPath((id, user)): UrlPath<(String, String)>,
     ApiJson(body): ApiJson<MessageBody>,
 ) -> ApiResult<(StatusCode, axum::Json<Queued>)> {
-    known_endpoint(&shared, &id).await?;
-    let output = message(body)?;
-    check_window(&shared, &id, &user, &output).await?;
-    let outbox_ids = act(&shared, &id, &user, AdminAction::AgentSend(output)).await?;
-    Ok((StatusCode::ACCEPTED, axum::Json(Queued { outbox_ids })))
+    queue_message(&shared, &id, &user, body, AdminAction::AgentSend).await
 }
 
 #[utoipa::path(post, path = "/admin/v1/endpoints/{id}/conversations/{user}/notify", tag = "conversations",
@@ -480,10 +476,21 @@ async fn notify(
     UrlPath((id, user)): UrlPath<(String, String)>,
     ApiJson(body): ApiJson<MessageBody>,
 ) -> ApiResult<(StatusCode, axum::Json<Queued>)> {
-    known_endpoint(&shared, &id).await?;
+    queue_message(&shared, &id, &user, body, AdminAction::Notify).await
+}
+
+/// Send and notify: the message checked, the window checked, then queued.
+async fn queue_message(
+    shared: &Arc<Shared>,
+    id: &str,
+    user: &str,
+    body: MessageBody,
+    action: fn(BotOutput) -> AdminAction,
+) -> ApiResult<(StatusCode, axum::Json<Queued>)> {
+    known_endpoint(shared, id).await?;
     let output = message(body)?;
-    check_window(&shared, &id, &user, &output).await?;
-    let outbox_ids = act(&shared, &id, &user, AdminAction::Notify(output)).await?;
+    check_window(shared, id, user, &output).await?;
+    let outbox_ids = act(shared, id, user, action(output)).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(Queued { outbox_ids })))
 }
 

@@ -208,6 +208,8 @@ async fn delete(
         return Err(not_found(&id));
     }
     shared.endpoints.remove(&id);
+    // Its webhooks went with it.
+    super::events::refresh(&shared, &id).await?;
     tracing::info!(endpoint = %id, "endpoint deleted through the admin API");
     Ok(StatusCode::NO_CONTENT)
 }
@@ -587,8 +589,13 @@ pub async fn view(shared: &Arc<Shared>, row: StoredEndpoint) -> ApiResult<Endpoi
     {
         Some(ms) => Some(ms),
         None => {
+            // Nothing since this start: the inbox says (a scan, so the answer is kept).
             let id = row.id.clone();
-            blocking(shared, move |store| store.last_webhook_ms(&id)).await?
+            let found = blocking(shared, move |store| store.last_webhook_ms(&id)).await?;
+            if let (Some(ms), Some(endpoint)) = (found, served.as_ref()) {
+                Activity::set(&endpoint.activity.last_webhook_ms, ms);
+            }
+            found
         }
     };
     let number = display_number(&spec, &row);

@@ -413,6 +413,9 @@ pub struct ServeConfig {
     /// The bearer token of the admin API (`admin_token`, else `$PLUGBOARD_ADMIN_TOKEN`);
     /// without one the admin API answers 401 to everything.
     pub admin_token: Option<Secret>,
+    /// The `[[endpoints]]` tables resolved and validated (a broken file fails at load).
+    /// `Server::start` serves what the store holds after seeding it from
+    /// `endpoint_specs`, which may differ (admin API changes); these are for the CLI.
     pub endpoints: Vec<EndpointConfig>,
     /// The `[[endpoints]]` tables as written (paths made absolute, secrets unresolved):
     /// what seeds the store's endpoint table (see `serve::registry`).
