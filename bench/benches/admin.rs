@@ -98,10 +98,12 @@ async fn run(messages: usize, patches: usize) -> anyhow::Result<()> {
         100.0 * hooked.replies_per_sec / plain.replies_per_sec.max(1e-9)
     );
     println!(
-        "  {} webhooks each; the subscriber received {} deliveries ({:.1} per webhook)",
+        "  {} webhooks each; the subscriber received {} deliveries ({:.1} per webhook), the last {:.2} s after the first webhook ({:.0} deliveries/s)",
         messages,
         hooked.deliveries,
-        hooked.deliveries as f64 / messages.max(1) as f64
+        hooked.deliveries as f64 / messages.max(1) as f64,
+        hooked.delivered_in.as_secs_f64(),
+        hooked.deliveries as f64 / hooked.delivered_in.as_secs_f64().max(1e-9)
     );
     println!(
         "{:<48} {:>11.2} ms {:>10}",
@@ -129,6 +131,8 @@ struct Pipeline {
     host: Server,
     replies_per_sec: f64,
     deliveries: u64,
+    /// From the first webhook to the last delivery.
+    delivered_in: Duration,
 }
 
 /// Posts `messages` distinct webhooks and times them until the last reply reaches the mock.
@@ -179,13 +183,16 @@ async fn pipeline(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let elapsed = started.elapsed();
-    // Deliveries trail the replies; give them a moment to land for the count.
+    // Deliveries trail the replies: wait for all three per webhook (conversation_started,
+    // message_received, message_sent), timing how long they take.
+    let mut delivered_in = Duration::ZERO;
     if let Some(receiver) = receiver {
         let wanted = deliveries_before + 3 * messages as u64;
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + Duration::from_secs(120);
         while receiver.count() < wanted && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        delivered_in = started.elapsed();
     }
     eprintln!(
         "{name}: {messages} replies in {:.2} s",
@@ -195,6 +202,7 @@ async fn pipeline(
         host,
         replies_per_sec: messages as f64 / elapsed.as_secs_f64(),
         deliveries: receiver.map_or(0, Counter::count) - deliveries_before,
+        delivered_in,
     })
 }
 

@@ -1485,6 +1485,31 @@ async fn event_webhooks_are_signed_retried_and_verified_by_a_receiver() {
         .collect();
     assert_eq!(sent.len(), 1, "{sent:#?}");
 
+    // A receiver that always fails gets the first try and the schedule's three retries
+    // (50, 100, 200 ms here), then the delivery is given up.
+    let (broken_url, broken) = receiver(usize::MAX).await;
+    let (status, _) = admin
+        .post(
+            "/endpoints/shop/webhooks",
+            json!({"url": broken_url, "events": ["message_received"]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    send_text(&server, "16315551193", "wamid.e.broken", "hi").await;
+    let deadline = Instant::now() + WAIT;
+    while broken.lock().expect("log").len() < 4 {
+        assert!(Instant::now() < deadline, "retries did not come");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let tries = broken.lock().expect("log").clone();
+    assert_eq!(tries.len(), 4, "one try and three retries, then dead");
+    let ids: Vec<_> = tries
+        .iter()
+        .map(|(h, _)| h.get("webhook-id").cloned())
+        .collect();
+    assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
+
     // Removed: nothing more is delivered to it.
     let id = hook["id"].as_i64().expect("id");
     assert_eq!(

@@ -40,12 +40,12 @@ use crate::store::admin::{Attempt, Delivery, HOOK_EVENTS, Subscription};
 use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 use super::{blocking, known_endpoint, mask};
 
-/// Deliveries taken per round.
-const BATCH: usize = 64;
+/// Deliveries read per store query.
+const BATCH: usize = 256;
 /// How often the store is asked for due deliveries.
 const POLL: Duration = Duration::from_millis(250);
 /// Deliveries in flight at once.
-const IN_FLIGHT: usize = 8;
+const IN_FLIGHT: usize = 32;
 pub const SECRET_PREFIX: &str = "whsec_";
 
 pub fn routes() -> OpenApiRouter<Arc<Shared>> {
@@ -212,28 +212,33 @@ pub fn sign(secret: &str, id: &str, timestamp: u64, body: &[u8]) -> String {
     format!("v1,{}", BASE64.encode(mac.finalize().into_bytes()))
 }
 
-/// Delivers due event webhooks until shutdown. Idle (no store reads) while no endpoint has
-/// a subscription. Deliveries in flight at shutdown are not waited for: they stay pending
-/// and go out after the next start (receivers dedupe by `webhook-id`).
+/// Delivers due event webhooks until shutdown, [`IN_FLIGHT`] at a time. Sweeps the due
+/// rows in id order without pausing while full batches come back (a backlog drains at the
+/// receivers' pace, not the poll's), then sleeps [`POLL`]. Attempts are recorded in one
+/// store write per round. Idle (no store reads) while no endpoint has a subscription.
+/// Deliveries in flight at shutdown are not waited for: they stay pending and go out after
+/// the next start (receivers dedupe by `webhook-id`).
 pub async fn delivery_loop(shared: Arc<Shared>) {
     let mut stopping = shared.stop_signal();
     let permits = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
-    // Deliveries in flight, so one slow receiver's rows are not taken again meanwhile.
-    let taken = Arc::new(std::sync::Mutex::new(std::collections::HashSet::new()));
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<(i64, Attempt)>();
+    // Rows taken and not yet recorded: still `pending` in the store, so a sweep must skip
+    // them.
+    let mut taken = std::collections::HashSet::new();
+    let mut after_id = 0;
     while !shared.is_stopping() {
+        record_attempts(&shared, &mut done_rx, &mut taken).await;
         let due = if shared.subscribed.any() {
-            shared.store.due_deliveries(now_ms(), BATCH).await
+            shared.store.due_deliveries(now_ms(), after_id, BATCH).await
         } else {
             Ok(Vec::new())
         };
-        match due {
+        let full = match due {
             Ok(due) => {
+                let full = due.len() == BATCH;
                 for delivery in due {
-                    if !taken
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(delivery.id)
-                    {
+                    after_id = after_id.max(delivery.id);
+                    if !taken.insert(delivery.id) {
                         continue;
                     }
                     let permit = tokio::select! {
@@ -241,25 +246,59 @@ pub async fn delivery_loop(shared: Arc<Shared>) {
                         _ = stopping.changed() => return,
                     };
                     let Ok(permit) = permit else { return };
-                    let (shared, taken) = (shared.clone(), taken.clone());
+                    let (shared, done) = (shared.clone(), done_tx.clone());
                     tokio::spawn(async move {
                         let id = delivery.id;
-                        deliver(&shared, delivery).await;
-                        taken.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                        let attempt = deliver(&shared, delivery).await;
                         drop(permit);
+                        let _ = done.send((id, attempt));
                     });
                 }
+                full
             }
-            Err(e) => tracing::warn!("event webhooks: cannot read due deliveries: {e}"),
+            Err(e) => {
+                tracing::warn!("event webhooks: cannot read due deliveries: {e}");
+                false
+            }
+        };
+        if full {
+            continue;
         }
+        // The sweep is done: the next starts from the oldest due row again.
+        after_id = 0;
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
             _ = stopping.changed() => {}
         }
     }
+    record_attempts(&shared, &mut done_rx, &mut taken).await;
 }
 
-async fn deliver(shared: &Arc<Shared>, delivery: Delivery) {
+/// Writes the attempts finished so far, and frees their rows for later sweeps.
+async fn record_attempts(
+    shared: &Arc<Shared>,
+    done: &mut tokio::sync::mpsc::UnboundedReceiver<(i64, Attempt)>,
+    taken: &mut std::collections::HashSet<i64>,
+) {
+    let mut attempts = Vec::new();
+    while let Ok(attempt) = done.try_recv() {
+        attempts.push(attempt);
+    }
+    if attempts.is_empty() {
+        return;
+    }
+    let ids: Vec<i64> = attempts.iter().map(|(id, _)| *id).collect();
+    if let Err(e) = shared.store.deliveries_attempted(attempts).await {
+        // The rows stay due: delivered again later (receivers dedupe by webhook-id).
+        tracing::warn!("cannot record event webhook attempts: {e}");
+    }
+    for id in ids {
+        taken.remove(&id);
+    }
+}
+
+/// One POST; what happened, for the store.
+async fn deliver(shared: &Arc<Shared>, delivery: Delivery) -> Attempt {
     let message_id = format!("msg_{}", delivery.id);
     let body = serde_json::json!({
         "id": message_id,
@@ -284,10 +323,7 @@ async fn deliver(shared: &Arc<Shared>, delivery: Delivery) {
         .send()
         .await;
     let (error, advised_ms) = match sent {
-        Ok(response) if response.status().is_success() => {
-            record(shared, delivery.id, Attempt::Delivered).await;
-            return;
-        }
+        Ok(response) if response.status().is_success() => return Attempt::Delivered,
         Ok(response) => {
             let advised = response
                 .headers()
@@ -308,20 +344,12 @@ async fn deliver(shared: &Arc<Shared>, delivery: Delivery) {
     let attempt = delivery.attempts.saturating_add(1);
     let next = settings.retry.delay(attempt, advised_ms, &mut rand::rng());
     tracing::warn!(endpoint = %delivery.endpoint, delivery = delivery.id, event = %delivery.event, attempt, %error, "event webhook not delivered");
-    let outcome = match next {
+    match next {
         Some(wait) => Attempt::Retry {
             next_attempt_ms: now_ms().saturating_add(wait),
             error,
         },
         None => Attempt::GaveUp { error },
-    };
-    record(shared, delivery.id, outcome).await;
-}
-
-async fn record(shared: &Arc<Shared>, id: i64, attempt: Attempt) {
-    if let Err(e) = shared.store.delivery_attempted(id, attempt).await {
-        // The row stays due: delivered again later (receivers dedupe by webhook-id).
-        tracing::warn!(delivery = id, "cannot record an event webhook attempt: {e}");
     }
 }
 

@@ -11,7 +11,7 @@
 //!   delivery row per matching subscription **in the same transaction**, so an event is
 //!   never announced for work that did not commit, nor lost for work that did;
 //! - the delivery loop takes due deliveries ([`AdminStore::due_deliveries`]) and records
-//!   each attempt ([`AdminStore::delivery_attempted`]).
+//!   the attempts ([`AdminStore::deliveries_attempted`]).
 //!
 //! The list and transcript reads are synchronous, on a reader connection, so they never
 //! queue behind the writer; callers on async paths run them in `spawn_blocking`.
@@ -282,10 +282,16 @@ pub trait AdminStore: Send + Sync + 'static {
 
     fn subscriptions(&self, endpoint: &str) -> Result<Vec<Subscription>, StoreError>;
 
-    /// Pending deliveries due at `now_ms`, oldest first.
-    fn due_deliveries(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<Delivery>>;
+    /// Pending deliveries due at `now_ms` with an id above `after_id`, oldest first.
+    fn due_deliveries(
+        &self,
+        now_ms: u64,
+        after_id: i64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Delivery>>;
 
-    fn delivery_attempted(&self, id: i64, attempt: Attempt) -> StoreFuture<'_, ()>;
+    /// Records delivery attempts (one transaction for many).
+    fn deliveries_attempted(&self, attempts: Vec<(i64, Attempt)>) -> StoreFuture<'_, ()>;
 
     /// The endpoint's conversations, most recently active first.
     fn conversations(

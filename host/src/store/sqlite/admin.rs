@@ -469,17 +469,22 @@ impl AdminStore for SqliteStore {
         })
     }
 
-    fn due_deliveries(&self, now_ms: u64, limit: usize) -> StoreFuture<'_, Vec<Delivery>> {
+    fn due_deliveries(
+        &self,
+        now_ms: u64,
+        after_id: i64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<Delivery>> {
         self.submit(move |tx| {
             tx.prepare_cached(
                 "SELECT d.id, s.endpoint, s.url, s.secret, d.event, d.payload, d.attempts,
                         d.created_ms
                  FROM hook_deliveries d JOIN hook_subscriptions s ON s.id = d.subscription
-                 WHERE d.state = 'pending' AND d.next_attempt_ms <= ?1
+                 WHERE d.state = 'pending' AND d.next_attempt_ms <= ?1 AND d.id > ?3
                  ORDER BY d.id LIMIT ?2",
             )
             .and_then(|mut stmt| {
-                stmt.query_map(params![db_int(now_ms), db_limit(limit)], |row| {
+                stmt.query_map(params![db_int(now_ms), db_limit(limit), after_id], |row| {
                     Ok(Delivery {
                         id: row.get(0)?,
                         endpoint: row.get(1)?,
@@ -497,33 +502,35 @@ impl AdminStore for SqliteStore {
         })
     }
 
-    fn delivery_attempted(&self, id: i64, attempt: Attempt) -> StoreFuture<'_, ()> {
+    fn deliveries_attempted(&self, attempts: Vec<(i64, Attempt)>) -> StoreFuture<'_, ()> {
         self.submit(move |tx| {
             let now = db_int(now_ms());
-            match &attempt {
-                Attempt::Delivered => exec(
-                    tx,
-                    "UPDATE hook_deliveries SET state = 'delivered', attempts = attempts + 1,
-                         done_ms = ?2, last_error = NULL WHERE id = ?1",
-                    params![id, now],
-                ),
-                Attempt::Retry {
-                    next_attempt_ms,
-                    error,
-                } => exec(
-                    tx,
-                    "UPDATE hook_deliveries SET attempts = attempts + 1, next_attempt_ms = ?2,
-                         last_error = ?3 WHERE id = ?1",
-                    params![id, db_int(*next_attempt_ms), error],
-                ),
-                Attempt::GaveUp { error } => exec(
-                    tx,
-                    "UPDATE hook_deliveries SET state = 'dead', attempts = attempts + 1,
-                         done_ms = ?2, last_error = ?3 WHERE id = ?1",
-                    params![id, now, error],
-                ),
+            for (id, attempt) in &attempts {
+                match attempt {
+                    Attempt::Delivered => exec(
+                        tx,
+                        "UPDATE hook_deliveries SET state = 'delivered', attempts = attempts + 1,
+                             done_ms = ?2, last_error = NULL WHERE id = ?1",
+                        params![id, now],
+                    ),
+                    Attempt::Retry {
+                        next_attempt_ms,
+                        error,
+                    } => exec(
+                        tx,
+                        "UPDATE hook_deliveries SET attempts = attempts + 1, next_attempt_ms = ?2,
+                             last_error = ?3 WHERE id = ?1",
+                        params![id, db_int(*next_attempt_ms), error],
+                    ),
+                    Attempt::GaveUp { error } => exec(
+                        tx,
+                        "UPDATE hook_deliveries SET state = 'dead', attempts = attempts + 1,
+                             done_ms = ?2, last_error = ?3 WHERE id = ?1",
+                        params![id, now, error],
+                    ),
+                }
+                .ctx("recording a webhook delivery")?;
             }
-            .ctx("recording a webhook delivery")?;
             Ok(())
         })
     }
