@@ -20,7 +20,7 @@ use crate::plugins::types::{BotOutput, InboundMessage};
 use crate::plugins::{FailureKind, HookPlugin, InputAction, PluginError, SessionView};
 
 /// What an endpoint does when one of its hooks fails.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FailurePolicy {
     /// Log the failure and go on with the untransformed value (the default).

@@ -546,6 +546,12 @@ async fn endpoints_are_created_changed_and_removed_without_a_restart_and_survive
     let (status, gone) = admin.post("/endpoints/second/disconnect", json!({})).await;
     assert_eq!(status, 200, "{gone:#}");
     assert_eq!(gone["state"], "disconnected");
+    assert_error(
+        &admin.post("/endpoints/second/enable", json!({})).await,
+        409,
+        "disconnected",
+        "credentials",
+    );
     assert!(gone["spec"].get("access_token").is_none(), "{gone:#}");
     assert!(gone["spec"].get("app_secret").is_none(), "{gone:#}");
     let response = webhook::post(
@@ -748,10 +754,22 @@ async fn verify_checks_the_credentials_and_explains_graph_errors() {
     // A Graph API that is not there is a problem report, not an error.
     let (server, _mock, dir2) = start_host("").await;
     let admin = Admin::new(&server);
+    // Where the token goes changes only with the token given in the same request.
+    assert_error(
+        &admin
+            .patch(
+                "/endpoints/shop",
+                json!({"graph_api_base": "http://127.0.0.1:9"}),
+            )
+            .await,
+        400,
+        "invalid_field",
+        "spec.graph_api_base",
+    );
     let (status, _) = admin
         .patch(
             "/endpoints/shop",
-            json!({"graph_api_base": "http://127.0.0.1:9"}),
+            json!({"graph_api_base": "http://127.0.0.1:9", "access_token": ACCESS_TOKEN}),
         )
         .await;
     assert_eq!(status, 200);

@@ -134,6 +134,7 @@ pub struct AiBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MessageBody {
+    #[schema(min_length = 1)]
     pub text: Option<String>,
     pub template: Option<TemplateRef>,
 }
@@ -398,7 +399,7 @@ fn user_of(user: &str) -> ApiResult<User> {
 
 #[utoipa::path(post, path = "/admin/v1/endpoints/{id}/conversations/{user}/takeover", tag = "conversations",
     params(("id" = String, Path, description = "Endpoint id"), ("user" = String, Path, description = "User")),
-    request_body = TakeOverBody,
+    request_body(content = Option<TakeOverBody>, description = "Optional: the reason, for the handover event"),
     responses((status = 200, body = ConversationDetail), (status = 404, body = ErrorBody)))]
 async fn take_over(
     State(shared): State<Arc<Shared>>,
@@ -410,7 +411,7 @@ async fn take_over(
     let reason = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
-        serde_json::from_slice::<TakeOverBody>(&body)
+        serde_json::from_slice::<Option<TakeOverBody>>(&body)
             .map_err(|e| {
                 ApiError::new(
                     StatusCode::BAD_REQUEST,
@@ -418,7 +419,7 @@ async fn take_over(
                     format!("not a take-over body: {e}"),
                 )
             })?
-            .reason
+            .and_then(|b| b.reason)
     };
     act(&shared, &id, &user, AdminAction::TakeOver { reason }).await?;
     detail(&shared, &id, &user).await.map(axum::Json)

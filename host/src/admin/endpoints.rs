@@ -135,6 +135,15 @@ async fn create(
     refuse_env_secrets(&body)?;
     let spec = absolute(read_spec(body)?);
     let config = resolve(&spec)?;
+    let view = detached(create_endpoint(shared, spec, config)).await?;
+    Ok((StatusCode::CREATED, axum::Json(view)))
+}
+
+async fn create_endpoint(
+    shared: Arc<Shared>,
+    spec: EndpointSpec,
+    config: EndpointConfig,
+) -> ApiResult<EndpointView> {
     let _change = shared.admin_lock.lock().await;
     check_number_free(&shared, &config, None).await?;
     if blocking(&shared, {
@@ -160,7 +169,7 @@ async fn create(
     shared.endpoints.insert(endpoint);
     tracing::info!(endpoint = %spec.id, "endpoint created through the admin API");
     let row = stored(&shared, &spec.id).await?;
-    Ok((StatusCode::CREATED, axum::Json(view(&shared, row).await?)))
+    view(&shared, row).await
 }
 
 #[utoipa::path(get, path = "/admin/v1/endpoints/{id}", tag = "endpoints",
@@ -191,9 +200,12 @@ async fn update(
             "a merge patch is a JSON object",
         ));
     };
-    refuse_env_secrets(&Value::Object(patch.clone()))?;
-    let _change = shared.admin_lock.lock().await;
-    apply(&shared, &id, patch, None).await.map(axum::Json)
+    detached(async move {
+        let _change = shared.admin_lock.lock().await;
+        apply(&shared, &id, patch, None).await
+    })
+    .await
+    .map(axum::Json)
 }
 
 #[utoipa::path(delete, path = "/admin/v1/endpoints/{id}", tag = "endpoints",
@@ -203,6 +215,10 @@ async fn delete(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<StatusCode> {
+    detached(delete_endpoint(shared, id)).await
+}
+
+async fn delete_endpoint(shared: Arc<Shared>, id: String) -> ApiResult<StatusCode> {
     let _change = shared.admin_lock.lock().await;
     if !shared.store.delete_endpoint(&id).await? {
         return Err(not_found(&id));
@@ -216,7 +232,8 @@ async fn delete(
 
 #[utoipa::path(post, path = "/admin/v1/endpoints/{id}/enable", tag = "endpoints",
     params(("id" = String, Path, description = "Endpoint id")),
-    responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody),
+        (status = 409, description = "disconnected", body = ErrorBody)))]
 async fn enable(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
@@ -226,7 +243,8 @@ async fn enable(
 
 #[utoipa::path(post, path = "/admin/v1/endpoints/{id}/disable", tag = "endpoints",
     params(("id" = String, Path, description = "Endpoint id")),
-    responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody),
+        (status = 409, description = "disconnected", body = ErrorBody)))]
 async fn disable(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
@@ -244,6 +262,12 @@ async fn disconnect(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<axum::Json<EndpointView>> {
+    detached(disconnect_endpoint(shared, id))
+        .await
+        .map(axum::Json)
+}
+
+async fn disconnect_endpoint(shared: Arc<Shared>, id: String) -> ApiResult<EndpointView> {
     let _change = shared.admin_lock.lock().await;
     let row = stored(&shared, &id).await?;
     let mut spec = parse_stored(&row)?;
@@ -261,7 +285,7 @@ async fn disconnect(
     shared.endpoints.remove(&id);
     tracing::info!(endpoint = %id, "endpoint disconnected; credentials removed");
     let row = stored(&shared, &id).await?;
-    Ok(axum::Json(view(&shared, row).await?))
+    view(&shared, row).await
 }
 
 /// Checks the credentials against the Graph API: `GET /{phone_number_id}` with the access
@@ -319,7 +343,11 @@ async fn verify(
         }
     };
     let verified = serde_json::to_string(&phone).map_err(|e| ApiError::internal(e.to_string()))?;
-    shared.store.endpoint_verified(&id, verified).await?;
+    // Only onto the endpoint this verify read (not one deleted and created again since).
+    shared
+        .store
+        .endpoint_verified(&id, row.created_ms, verified)
+        .await?;
     Ok(axum::Json(VerifyReport {
         ok: problems.is_empty(),
         phone_number: Some(phone),
@@ -417,18 +445,32 @@ fn absolute(spec: EndpointSpec) -> EndpointSpec {
 /// read any of the host's environment variables (sent as a bearer token to a Graph API
 /// base of their choosing). References belong in the config file.
 fn refuse_env_secrets(body: &Value) -> ApiResult<()> {
-    for key in SPEC_SECRETS {
-        if body
-            .get(key)
-            .and_then(Value::as_str)
-            .is_some_and(|v| v.starts_with(crate::serve::config::ENV_PREFIX))
-        {
-            return Err(ApiError::invalid_field(format!(
-                "spec.{key}: `env:` references are read from the config file only; send the value"
-            )));
-        }
+    match body {
+        Value::Object(map) => map
+            .iter()
+            .try_for_each(|(key, value)| refuse_env_secret(key, value)),
+        _ => Ok(()),
+    }
+}
+
+fn refuse_env_secret(key: &str, value: &Value) -> ApiResult<()> {
+    let reference = value
+        .as_str()
+        .is_some_and(|v| v.starts_with(crate::serve::config::ENV_PREFIX));
+    if SPEC_SECRETS.contains(&key) && reference {
+        return Err(ApiError::invalid_field(format!(
+            "spec.{key}: `env:` references are read from the config file only; send the value"
+        )));
     }
     Ok(())
+}
+
+/// Runs an admin change to completion even if the client goes away: its store write is
+/// queued when called, so dropping the handler half way would leave the registry behind.
+pub(crate) async fn detached<T: Send + 'static>(
+    change: impl std::future::Future<Output = ApiResult<T>> + Send + 'static,
+) -> ApiResult<T> {
+    tokio::spawn(change).await?
 }
 
 /// One number, one endpoint: webhooks are routed by endpoint, replies go out from its
@@ -493,21 +535,33 @@ pub async fn prepare(
     let current: Value = serde_json::from_str(&row.spec)
         .map_err(|e| ApiError::internal(format!("stored endpoint `{id}` cannot be read: {e}")))?;
     let mut merged = current.clone();
+    let token_given = patch.contains_key("access_token");
     for (key, value) in patch {
         if key == "id" && value.as_str() != Some(id) {
             return Err(ApiError::invalid_field(
                 "spec.id cannot change; create a new endpoint instead",
             ));
         }
-        // A masked secret sent back as it was read keeps the stored one.
+        // A secret sent back as it was read (masked, or the `env:` reference the config
+        // file wrote) keeps the stored one.
+        let old = current.get(&key).and_then(Value::as_str);
         let unchanged_secret = SPEC_SECRETS.contains(&key.as_str())
-            && current
-                .get(&key)
-                .and_then(Value::as_str)
-                .is_some_and(|old| value.as_str() == Some(mask(old).as_str()));
-        if !unchanged_secret {
-            merge(&mut merged, key, value);
+            && old.is_some_and(|old| {
+                value.as_str() == Some(mask(old).as_str()) || value.as_str() == Some(old)
+            });
+        if unchanged_secret {
+            continue;
         }
+        refuse_env_secret(&key, &value)?;
+        merge(&mut merged, key, value);
+    }
+    // The access token goes to the Graph API base: a new base needs the token given with
+    // it, or anyone with the admin token could send the stored one to a host of theirs.
+    let base = |spec: &Value| spec.get("graph_api_base").cloned();
+    if base(&merged) != base(&current) && merged.get("access_token").is_some() && !token_given {
+        return Err(ApiError::invalid_field(
+            "spec.graph_api_base: changing where the access token is sent needs the access_token in the same request",
+        ));
     }
     let spec = absolute(read_spec(merged)?);
     let config = resolve(&spec)?;
@@ -560,8 +614,18 @@ fn merge(target: &mut Value, key: String, value: Value) {
 async fn set_enabled(shared: &Arc<Shared>, id: &str, enabled: bool) -> ApiResult<EndpointView> {
     let mut patch = Map::new();
     patch.insert("enabled".into(), Value::Bool(enabled));
-    let _change = shared.admin_lock.lock().await;
-    apply(shared, id, patch, None).await
+    let (shared, id) = (shared.clone(), id.to_string());
+    detached(async move {
+        let _change = shared.admin_lock.lock().await;
+        if stored(&shared, &id).await?.state == EndpointState::Disconnected {
+            return Err(ApiError::conflict(
+                "disconnected",
+                format!("endpoint `{id}` is disconnected: PATCH its credentials to reconnect it"),
+            ));
+        }
+        apply(&shared, &id, patch, None).await
+    })
+    .await
 }
 
 fn display_number(spec: &EndpointSpec, row: &StoredEndpoint) -> Option<String> {

@@ -37,6 +37,7 @@ use utoipa_axum::routes;
 use crate::serve::{Shared, now_ms};
 use crate::store::admin::{Attempt, Delivery, HOOK_EVENTS, Subscription};
 
+use super::endpoints::detached;
 use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 use super::{blocking, known_endpoint, mask};
 
@@ -58,8 +59,10 @@ pub fn routes() -> OpenApiRouter<Arc<Shared>> {
 #[serde(deny_unknown_fields)]
 pub struct NewWebhook {
     /// An http(s) URL.
+    #[schema(pattern = "^https?://.+")]
     pub url: String,
     /// The events to send; all of them when absent.
+    #[schema(min_items = 1)]
     pub events: Option<Vec<String>>,
     /// The signing key; generated (`whsec_…`) when absent. At least 16 characters.
     pub secret: Option<String>,
@@ -157,12 +160,21 @@ async fn create(
             format!("{SECRET_PREFIX}{}", BASE64.encode(key))
         }
     };
-    let sub = shared
-        .store
-        .add_subscription(&id, body.url, secret, events)
-        .await?;
-    refresh(&shared, &id).await?;
-    tracing::info!(endpoint = %id, webhook = sub.id, "event webhook added");
+    let url = body.url;
+    let sub = detached(async move {
+        // Under the lock: the endpoint cannot be deleted between the check and the insert,
+        // and the pipeline's view is refreshed in the order the changes were made.
+        let _change = shared.admin_lock.lock().await;
+        known_endpoint(&shared, &id).await?;
+        let sub = shared
+            .store
+            .add_subscription(&id, url, secret, events)
+            .await?;
+        refresh(&shared, &id).await?;
+        tracing::info!(endpoint = %id, webhook = sub.id, "event webhook added");
+        Ok(sub)
+    })
+    .await?;
     Ok((StatusCode::CREATED, axum::Json(view(sub, true))))
 }
 
@@ -174,13 +186,17 @@ async fn delete(
     State(shared): State<Arc<Shared>>,
     UrlPath((id, hook)): UrlPath<(String, i64)>,
 ) -> ApiResult<StatusCode> {
-    if !shared.store.delete_subscription(&id, hook).await? {
-        return Err(ApiError::not_found(format!(
-            "endpoint `{id}` has no webhook {hook}"
-        )));
-    }
-    refresh(&shared, &id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    detached(async move {
+        let _change = shared.admin_lock.lock().await;
+        if !shared.store.delete_subscription(&id, hook).await? {
+            return Err(ApiError::not_found(format!(
+                "endpoint `{id}` has no webhook {hook}"
+            )));
+        }
+        refresh(&shared, &id).await?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
 }
 
 /// The pipeline's view of who wants which event, after a change.
@@ -225,9 +241,12 @@ pub async fn delivery_loop(shared: Arc<Shared>) {
     // Rows taken and not yet recorded: still `pending` in the store, so a sweep must skip
     // them.
     let mut taken = std::collections::HashSet::new();
+    // Attempts not recorded yet (the store failed): tried again each round; their rows
+    // stay taken meanwhile, so they are not sent again every round.
+    let mut unrecorded = Vec::new();
     let mut after_id = 0;
     while !shared.is_stopping() {
-        record_attempts(&shared, &mut done_rx, &mut taken).await;
+        record_attempts(&shared, &mut done_rx, &mut taken, &mut unrecorded).await;
         let due = if shared.subscribed.any() {
             shared.store.due_deliveries(now_ms(), after_id, BATCH).await
         } else {
@@ -243,9 +262,9 @@ pub async fn delivery_loop(shared: Arc<Shared>) {
                     }
                     let permit = tokio::select! {
                         permit = permits.clone().acquire_owned() => permit,
-                        _ = stopping.changed() => return,
+                        _ = stopping.changed() => break,
                     };
-                    let Ok(permit) = permit else { return };
+                    let Ok(permit) = permit else { break };
                     let (shared, done) = (shared.clone(), done_tx.clone());
                     tokio::spawn(async move {
                         let id = delivery.id;
@@ -271,7 +290,7 @@ pub async fn delivery_loop(shared: Arc<Shared>) {
             _ = stopping.changed() => {}
         }
     }
-    record_attempts(&shared, &mut done_rx, &mut taken).await;
+    record_attempts(&shared, &mut done_rx, &mut taken, &mut unrecorded).await;
 }
 
 /// Writes the attempts finished so far, and frees their rows for later sweeps.
@@ -279,21 +298,26 @@ async fn record_attempts(
     shared: &Arc<Shared>,
     done: &mut tokio::sync::mpsc::UnboundedReceiver<(i64, Attempt)>,
     taken: &mut std::collections::HashSet<i64>,
+    unrecorded: &mut Vec<(i64, Attempt)>,
 ) {
-    let mut attempts = Vec::new();
     while let Ok(attempt) = done.try_recv() {
-        attempts.push(attempt);
+        unrecorded.push(attempt);
     }
-    if attempts.is_empty() {
+    if unrecorded.is_empty() {
         return;
     }
+    let attempts = std::mem::take(unrecorded);
     let ids: Vec<i64> = attempts.iter().map(|(id, _)| *id).collect();
-    if let Err(e) = shared.store.deliveries_attempted(attempts).await {
-        // The rows stay due: delivered again later (receivers dedupe by webhook-id).
-        tracing::warn!("cannot record event webhook attempts: {e}");
-    }
-    for id in ids {
-        taken.remove(&id);
+    match shared.store.deliveries_attempted(attempts.clone()).await {
+        Ok(()) => {
+            for id in ids {
+                taken.remove(&id);
+            }
+        }
+        Err(e) => {
+            tracing::warn!("cannot record event webhook attempts; trying again: {e}");
+            *unrecorded = attempts;
+        }
     }
 }
 

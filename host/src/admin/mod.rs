@@ -55,6 +55,7 @@ pub const MAX_UPLOAD_BYTES: usize = 32 * 1024 * 1024;
         description = "Plugins, endpoints, conversations and agents of a running Plugboard host."
     ),
     modifiers(&BearerAuth),
+    components(schemas(error::ErrorBody)),
     security(("admin_token" = [])),
     tags(
         (name = "plugins", description = "Adapter components"),
@@ -77,6 +78,49 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The answers every route may give besides its own: 400 (a path or query it cannot
+/// read), 401 (no or a wrong token), 503 (the store is unavailable or the host stops).
+struct CommonErrors;
+
+impl Modify for CommonErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let responses = &mut operation.responses.responses;
+                for (status, description) in [
+                    ("400", "The request cannot be read (path, query or body)"),
+                    ("401", "No admin token, or a wrong one"),
+                    ("503", "The store is unavailable, or the host is stopping"),
+                ] {
+                    responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error(description).into());
+                }
+            }
+        }
+    }
+}
+
 /// The API's routes and their OpenAPI document.
 fn api() -> (Router<Arc<Shared>>, utoipa::openapi::OpenApi) {
     let router = OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -84,7 +128,10 @@ fn api() -> (Router<Arc<Shared>>, utoipa::openapi::OpenApi) {
         .merge(endpoints::routes())
         .merge(conversations::routes())
         .merge(events::routes());
-    router.split_for_parts()
+    let (router, mut doc) = router.split_for_parts();
+    // After the merge: the routes' operations exist only now.
+    CommonErrors.modify(&mut doc);
+    (router, doc)
 }
 
 /// The OpenAPI document (also what `/admin/v1/openapi.json` serves).

@@ -285,18 +285,30 @@ async fn install(
         installed_ms: crate::serve::now_ms(),
     };
     set_stored_limits(&mut stored, &limits);
+    let replace = params.replace;
+    let stored = endpoints::detached(store_plugin(shared.clone(), stored, replace)).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(stored_view(&shared, stored).await?),
+    ))
+}
+
+/// Stores a checked plugin (after checking a replacement against its endpoints) and
+/// reloads those endpoints.
+async fn store_plugin(
+    shared: Arc<Shared>,
+    stored: StoredPlugin,
+    replace: bool,
+) -> ApiResult<StoredPlugin> {
+    let name = stored.name.clone();
     let _change = shared.admin_lock.lock().await;
     // A replacement must serve every endpoint on the old one before anything is stored.
-    let reloaded = if params.replace {
+    let reloaded = if replace {
         prepare_users(&shared, &stored).await?
     } else {
         Vec::new()
     };
-    if !shared
-        .store
-        .install_plugin(stored.clone(), params.replace)
-        .await?
-    {
+    if !shared.store.install_plugin(stored.clone(), replace).await? {
         return Err(ApiError::conflict(
             "exists",
             format!("plugin `{name}` is installed; add ?replace=true to replace it"),
@@ -304,10 +316,7 @@ async fn install(
     }
     tracing::info!(plugin = %name, version = %stored.version, sha256 = %stored.sha256, "plugin installed");
     serve_users(&shared, reloaded).await?;
-    Ok((
-        StatusCode::CREATED,
-        axum::Json(stored_view(&shared, stored).await?),
-    ))
+    Ok(stored)
 }
 
 fn requested_limits(params: &InstallParams) -> ApiResult<PluginLimits> {
@@ -407,6 +416,15 @@ async fn set_limits(
             "the bundled adapter runs with the default limits; install a copy under another name to limit it",
         ));
     }
+    let plugin = endpoints::detached(change_limits(shared.clone(), name, patch)).await?;
+    Ok(axum::Json(stored_view(&shared, plugin).await?))
+}
+
+async fn change_limits(
+    shared: Arc<Shared>,
+    name: String,
+    patch: LimitsPatch,
+) -> ApiResult<StoredPlugin> {
     let _change = shared.admin_lock.lock().await;
     let key = name.clone();
     let mut plugin = blocking(&shared, move |store| store.plugin(&key))
@@ -418,11 +436,24 @@ async fn set_limits(
         patch.call_timeout_ms,
     )?;
     set_stored_limits(&mut plugin, &limits);
+    // Every endpoint on it must load under the new limits; with none, the component must
+    // at least answer its smoke call under them.
     let reloaded = prepare_users(&shared, &plugin).await?;
+    if reloaded.is_empty() {
+        let (runtime, wasm) = (shared.runtime.clone(), plugin.wasm.clone());
+        tokio::task::spawn_blocking(move || AdapterPlugin::load(&runtime, &wasm, limits))
+            .await?
+            .map_err(|e| {
+                ApiError::unprocessable(
+                    "plugin_rejected",
+                    format!("the plugin does not run under these limits: {e}"),
+                )
+            })?;
+    }
     shared.store.install_plugin(plugin.clone(), true).await?;
     tracing::info!(plugin = %name, "plugin limits changed");
     serve_users(&shared, reloaded).await?;
-    Ok(axum::Json(stored_view(&shared, plugin).await?))
+    Ok(plugin)
 }
 
 #[utoipa::path(delete, path = "/admin/v1/plugins/{name}", tag = "plugins",
@@ -438,6 +469,10 @@ async fn remove(
             "the bundled adapter cannot be removed",
         ));
     }
+    endpoints::detached(remove_plugin(shared, name)).await
+}
+
+async fn remove_plugin(shared: Arc<Shared>, name: String) -> ApiResult<StatusCode> {
     let _change = shared.admin_lock.lock().await;
     let users = used_by(&shared, &name).await?;
     if !users.is_empty() {

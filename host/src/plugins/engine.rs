@@ -76,7 +76,7 @@ impl PluginLimits {
 
 /// Compiled components kept by content hash, so loading the same bytes again (every
 /// endpoint on the bundled adapter, an endpoint reloaded after an admin change) skips
-/// Cranelift. Bounded: the oldest entry goes when it is full.
+/// Cranelift. Bounded: the least recently used entry goes when it is full.
 const COMPILED_CACHE: usize = 16;
 
 /// Owns the engine, the linker and the epoch ticker. Cheap to share behind an `Arc`.
@@ -84,7 +84,7 @@ pub struct PluginRuntime {
     engine: Engine,
     linker: Arc<Linker<HostState>>,
     /// sha256 of the bytes → the compiled component (a `Component` is a cheap handle),
-    /// oldest first.
+    /// least recently used first.
     compiled: Mutex<Vec<([u8; 32], Component)>>,
 }
 
@@ -118,14 +118,15 @@ impl PluginRuntime {
     /// before. Anything that is not a component is a clear error (and is not cached).
     pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Component, PluginError> {
         let hash: [u8; 32] = Sha256::digest(bytes).into();
-        if let Some((_, component)) = self
-            .compiled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .find(|(h, _)| *h == hash)
         {
-            return Ok(component.clone());
+            let mut cache = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(at) = cache.iter().position(|(h, _)| *h == hash) {
+                // Most recently used last: what is loaded again stays.
+                let hit = cache.remove(at);
+                let component = hit.1.clone();
+                cache.push(hit);
+                return Ok(component);
+            }
         }
         // Not under the lock: compiling takes long, and two first loads of the same bytes
         // at once only cost a duplicate compile.

@@ -597,6 +597,7 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct EndpointSpec {
     /// `[a-z0-9_-]{1,64}`; the webhook URL is `/webhooks/{id}`.
+    #[schema(pattern = "^[a-z0-9_-]{1,64}$")]
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
@@ -604,19 +605,21 @@ pub struct EndpointSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<String>,
     /// The flow file.
-    #[schema(value_type = String)]
+    #[schema(value_type = String, min_length = 1)]
     pub flow: PathBuf,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_id: Option<String>,
     /// Secret (literal or `env:NAME`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_token: Option<String>,
+    #[schema(pattern = "^[A-Za-z0-9]+$")]
     pub phone_number_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waba_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub display_phone_number: Option<String>,
     /// Secret (literal or `env:NAME`).
+    #[schema(min_length = 1)]
     pub verify_token: String,
     /// Secret (literal or `env:NAME`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -652,7 +655,6 @@ pub struct EndpointSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transformers: Vec<TransformerConfig>,
     #[serde(default, skip_serializing_if = "is_default")]
-    #[schema(value_type = String)]
     pub transformer_policy: FailurePolicy,
 }
 

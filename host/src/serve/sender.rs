@@ -367,10 +367,11 @@ impl Schedule {
                     })
                 }
                 None => {
-                    tracing::warn!(endpoint = %key.endpoint, "outbox row for an endpoint that is not configured; left pending");
-                    Done::Later {
-                        at_ms: now_ms().saturating_add(60_000),
-                    }
+                    // Deleted or disconnected: the store closed its pending rows (dead
+                    // letters); a row of an endpoint that failed to load stays pending
+                    // there for the next start. Either way it leaves this schedule.
+                    tracing::warn!(endpoint = %key.endpoint, outbox = queued.row.id, "outbox row for an endpoint that is not served; dropped from the schedule");
+                    Done::Dead
                 }
             };
             drop(permit);

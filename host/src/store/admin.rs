@@ -63,8 +63,8 @@ impl EndpointState {
     }
 }
 
-/// One endpoint row.
-#[derive(Debug, Clone, PartialEq)]
+/// One endpoint row (`Debug` by hand: the spec holds literal secrets).
+#[derive(Clone, PartialEq)]
 pub struct StoredEndpoint {
     pub id: String,
     /// JSON `EndpointSpec`.
@@ -139,7 +139,16 @@ pub struct Delivery {
     pub created_ms: u64,
 }
 
-// By hand: the derived forms would print the signing secrets and the wasm bytes.
+// By hand: the derived forms would print secrets and the wasm bytes.
+impl fmt::Debug for StoredEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredEndpoint")
+            .field("id", &self.id)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
 impl fmt::Debug for StoredPlugin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoredPlugin")
@@ -248,8 +257,9 @@ pub trait AdminStore: Send + Sync + 'static {
     /// Records a successful subscription handshake.
     fn endpoint_handshake(&self, id: &str, at_ms: u64) -> StoreFuture<'_, ()>;
 
-    /// Records what `verify` learned (JSON).
-    fn endpoint_verified(&self, id: &str, verified: String) -> StoreFuture<'_, ()>;
+    /// Records what `verify` learned (JSON) on the endpoint created at `created_ms`.
+    fn endpoint_verified(&self, id: &str, created_ms: u64, verified: String)
+    -> StoreFuture<'_, ()>;
 
     fn endpoints(&self) -> Result<Vec<StoredEndpoint>, StoreError>;
 

@@ -1350,6 +1350,10 @@ impl Store for SqliteStore {
                 "DELETE FROM statuses WHERE at_ms < ?1 AND NOT EXISTS (
                      SELECT 1 FROM sent_messages m
                      WHERE m.endpoint = statuses.endpoint AND m.message_id = statuses.message_id)",
+                // Finished event webhook deliveries (their payloads hold message content);
+                // orphans of a deleted subscription whatever their state.
+                "DELETE FROM hook_deliveries WHERE (state <> 'pending' AND done_ms < ?1)
+                     OR (created_ms < ?1 AND subscription NOT IN (SELECT id FROM hook_subscriptions))",
             ];
             let mut deleted = 0u64;
             for sql in statements {

@@ -27,6 +27,37 @@ pub(super) fn emit(tx: &Connection, endpoint: &str, notice: &Notice) -> Result<(
     Ok(())
 }
 
+/// An endpoint stops being served (deleted or disconnected): its unsent replies become
+/// dead letters (they must not go out later, maybe from another number under the same
+/// id) and its timers go. With `forget`, its sessions and windows go too.
+fn retire(tx: &Connection, endpoint: &str, reason: &str, forget: bool) -> Result<(), StoreError> {
+    let now = db_int(now_ms());
+    exec(
+        tx,
+        "INSERT INTO dead_letters (endpoint, source, source_id, reason, detail, created_ms)
+         SELECT endpoint, 'outbox', id, ?2, 'the endpoint stopped being served before this was sent', ?3
+         FROM outbox WHERE endpoint = ?1 AND state = 'pending'",
+        params![endpoint, reason, now],
+    )
+    .ctx("dead-lettering an endpoint's outbox")?;
+    exec(
+        tx,
+        "UPDATE outbox SET state = 'dead', last_error = ?2, updated_ms = ?3
+         WHERE endpoint = ?1 AND state = 'pending'",
+        params![endpoint, reason, now],
+    )
+    .ctx("closing an endpoint's outbox")?;
+    exec(tx, "DELETE FROM timers WHERE endpoint = ?1", [endpoint])
+        .ctx("deleting an endpoint's timers")?;
+    if forget {
+        exec(tx, "DELETE FROM sessions WHERE endpoint = ?1", [endpoint])
+            .ctx("deleting an endpoint's sessions")?;
+        exec(tx, "DELETE FROM windows WHERE endpoint = ?1", [endpoint])
+            .ctx("deleting an endpoint's windows")?;
+    }
+    Ok(())
+}
+
 macro_rules! endpoint_columns {
     () => {
         "id, spec, state, last_handshake_ms, verified, created_ms, updated_ms"
@@ -237,6 +268,9 @@ impl AdminStore for SqliteStore {
                 params![id, spec, state.as_str(), db_int(now_ms())],
             )
             .ctx("updating an endpoint")?;
+            if n == 1 && state == EndpointState::Disconnected {
+                retire(tx, &id, "endpoint_disconnected", false)?;
+            }
             Ok(n == 1)
         })
     }
@@ -271,6 +305,9 @@ impl AdminStore for SqliteStore {
                 [&id],
             )
             .ctx("deleting an endpoint")?;
+            if tombstoned + deleted == 1 {
+                retire(tx, &id, "endpoint_deleted", true)?;
+            }
             Ok(tombstoned + deleted == 1)
         })
     }
@@ -288,13 +325,19 @@ impl AdminStore for SqliteStore {
         })
     }
 
-    fn endpoint_verified(&self, id: &str, verified: String) -> StoreFuture<'_, ()> {
+    fn endpoint_verified(
+        &self,
+        id: &str,
+        created_ms: u64,
+        verified: String,
+    ) -> StoreFuture<'_, ()> {
         let id = id.to_string();
         self.submit(move |tx| {
             exec(
                 tx,
-                "UPDATE endpoints SET verified = ?2 WHERE id = ?1",
-                params![id, verified],
+                "UPDATE endpoints SET verified = ?2
+                 WHERE id = ?1 AND created_ms = ?3 AND state <> 'deleted'",
+                params![id, verified, db_int(created_ms)],
             )
             .ctx("recording a verification")?;
             Ok(())
