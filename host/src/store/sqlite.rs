@@ -2112,6 +2112,65 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn deleting_a_seeded_endpoint_leaves_a_tombstone_and_closes_its_outbox() {
+        use crate::store::admin::{AdminStore, EndpointState, Seeded};
+        let (_dir, store) = open("tombstone");
+        let seeded = store.seed_endpoint("ep", "{}".into(), "h1".into()).await;
+        assert_eq!(seeded.unwrap(), Seeded::Inserted);
+        let id = one_outbox(&store).await;
+        store
+            .commit_step(StepCommit {
+                endpoint: "ep".into(),
+                conversation: "u1".into(),
+                session: Some("{}".into()),
+                inbound_ms: Some(1),
+                ..StepCommit::default()
+            })
+            .await
+            .unwrap();
+        assert!(store.delete_endpoint("ep").await.unwrap());
+        // Its unsent reply is a dead letter, its sessions and windows are gone.
+        let row = store.outbox_row(id).await.unwrap().unwrap();
+        assert_eq!(row.state, OutboxState::Dead);
+        let letters = store.dead_letters(10).await.unwrap();
+        assert!(
+            letters
+                .iter()
+                .any(|d| d.reason == "endpoint_deleted" && d.source_id == id),
+            "{letters:?}"
+        );
+        assert_eq!(store.session("ep", "u1").unwrap(), None);
+        assert_eq!(store.last_inbound("ep", "u1").unwrap(), None);
+        assert!(store.endpoint_row("ep").unwrap().is_none());
+        assert!(store.endpoints().unwrap().is_empty());
+        // The unchanged config keeps it deleted; a second delete finds nothing.
+        let seeded = store.seed_endpoint("ep", "{}".into(), "h1".into()).await;
+        assert_eq!(seeded.unwrap(), Seeded::Kept);
+        assert!(store.endpoint_row("ep").unwrap().is_none());
+        assert!(!store.delete_endpoint("ep").await.unwrap());
+        // Its id can be created again, once.
+        assert!(
+            store
+                .insert_endpoint("ep", "{\"v\":2}".into())
+                .await
+                .unwrap()
+        );
+        let row = store.endpoint_row("ep").unwrap().unwrap();
+        assert_eq!(
+            (row.state, row.spec.as_str()),
+            (EndpointState::Active, "{\"v\":2}")
+        );
+        assert!(!store.insert_endpoint("ep", "{}".into()).await.unwrap());
+        // A changed config brings a deleted endpoint back as the file has it.
+        assert!(store.delete_endpoint("ep").await.unwrap());
+        let seeded = store
+            .seed_endpoint("ep", "{\"v\":3}".into(), "h2".into())
+            .await;
+        assert_eq!(seeded.unwrap(), Seeded::Updated);
+        assert_eq!(store.endpoint_row("ep").unwrap().unwrap().spec, "{\"v\":3}");
+    }
+
+    #[tokio::test]
     async fn prune_removes_old_finished_rows() {
         let (_dir, store) = open("prune");
         let old = store
