@@ -56,15 +56,15 @@ pub fn serve(config: Option<PathBuf>, out: &mut dyn Write) -> Result<(), String>
             .unwrap_or_else(|| format!("http://{}", server.local_addr()));
         let io = |e: std::io::Error| format!("cannot write: {e}");
         writeln!(out, "plugboard listening on {}", server.local_addr()).map_err(io)?;
-        for endpoint in &config.endpoints {
+        for id in server.endpoint_ids() {
             writeln!(
                 out,
-                "endpoint `{}`: callback URL {}/webhooks/{}",
-                endpoint.id,
+                "endpoint `{id}`: callback URL {}/webhooks/{id}",
                 base.trim_end_matches('/'),
-                endpoint.id
             )
             .map_err(io)?;
+        }
+        for endpoint in &config.endpoints {
             if demo {
                 // The demo's token is a fixed, documented value (or the one you exported);
                 // Meta's dashboard asks for it next to the callback URL.

@@ -391,6 +391,16 @@ impl Server {
         self.shared.store.clone()
     }
 
+    /// The ids of the endpoints being served (the store's, after seeding from the config).
+    pub fn endpoint_ids(&self) -> Vec<String> {
+        self.shared
+            .endpoints
+            .all()
+            .iter()
+            .map(|e| e.config.id.clone())
+            .collect()
+    }
+
     /// The plugin runtime (benchmarks clear its compiled-component cache).
     pub fn plugin_runtime(&self) -> Arc<PluginRuntime> {
         self.shared.runtime.clone()
