@@ -1496,6 +1496,13 @@ async fn event_webhooks_are_signed_retried_and_verified_by_a_receiver() {
         .find(|(_, v, _)| v["type"] == "message_received")
         .expect("message_received");
     assert_eq!(received_event.1["data"]["message_id"], "wamid.e.1");
+    // One conversation, one start (the agent actions on it start nothing).
+    let starts: std::collections::HashSet<_> = deliveries
+        .iter()
+        .filter(|(_, v, _)| v["type"] == "conversation_started")
+        .map(|(_, v, _)| v["id"].clone())
+        .collect();
+    assert_eq!(starts.len(), 1, "{deliveries:#?}");
     // Read receipts are not messages: exactly one message_sent, for the greeting.
     let sent: Vec<_> = deliveries
         .iter()

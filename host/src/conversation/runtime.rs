@@ -62,8 +62,6 @@ pub struct StepReport {
     pub handover_started: bool,
     /// A handover ended before this input (the mute ran out).
     pub handover_ended: bool,
-    /// No session existed: this input started the conversation.
-    pub started: bool,
 }
 
 impl StepReport {
@@ -76,7 +74,6 @@ impl StepReport {
             expired: false,
             handover_started: false,
             handover_ended: false,
-            started: false,
         }
     }
 }
@@ -161,12 +158,12 @@ impl<O: Outbound, H: HttpExecutor, S: HandoverSink> Conversations<O, H, S> {
         let key = SessionKey::for_user(&self.config.endpoint, &message.user)?;
         let lane = self.lanes.get(&key, self.config.message_delay);
         let mut lane = lane.lock().await;
-        let (mut record, started) = self.load_or_new(&key)?;
+        let mut record = self.load(&key)?;
         let result = self
             .handle_locked(&key, &mut lane, &mut record, message, business)
             .await;
         self.store.put(&key, &record)?;
-        result.map(|report| StepReport { started, ..report })
+        result
     }
 
     async fn handle_locked(
@@ -253,12 +250,12 @@ impl<O: Outbound, H: HttpExecutor, S: HandoverSink> Conversations<O, H, S> {
     ) -> Result<StepReport, ConversationError> {
         let lane = self.lanes.get(key, self.config.message_delay);
         let mut lane = lane.lock().await;
-        let (mut record, started) = self.load_or_new(key)?;
+        let mut record = self.load(key)?;
         let result = self
             .inject_locked(key, &mut lane, &mut record, text, data)
             .await;
         self.store.put(key, &record)?;
-        result.map(|report| StepReport { started, ..report })
+        result
     }
 
     async fn inject_locked(
@@ -441,19 +438,11 @@ impl<O: Outbound, H: HttpExecutor, S: HandoverSink> Conversations<O, H, S> {
     // ---------------------------------------------------------------- internals
 
     fn load(&self, key: &SessionKey) -> Result<SessionRecord, ConversationError> {
-        self.load_or_new(key).map(|(record, _)| record)
-    }
-
-    /// The stored record, or a fresh one and `true`.
-    fn load_or_new(&self, key: &SessionKey) -> Result<(SessionRecord, bool), ConversationError> {
-        Ok(match self.store.get(key)? {
-            Some(record) => (record, false),
-            None => {
-                let mut state = SessionState::new(&self.flow);
-                state.history_limit = self.config.history_turns;
-                (SessionRecord::new(state), true)
-            }
-        })
+        Ok(self.store.get(key)?.unwrap_or_else(|| {
+            let mut state = SessionState::new(&self.flow);
+            state.history_limit = self.config.history_turns;
+            SessionRecord::new(state)
+        }))
     }
 
     fn is_expired(&self, record: &SessionRecord, now: u64) -> bool {

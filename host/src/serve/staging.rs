@@ -12,7 +12,7 @@
 //! What must stay true: only the conversation's own worker runs steps for a key, so a
 //! staged value is never seen by another step before it is committed or discarded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::conversation::{Outbound, SessionKey, SessionRecord, SessionStore, StoreError};
@@ -23,6 +23,8 @@ use crate::store::Store;
 pub struct StagedSessions {
     store: Arc<dyn Store>,
     staged: Mutex<HashMap<SessionKey, SessionRecord>>,
+    /// Keys a step found no stored session for: the step starts the conversation.
+    fresh: Mutex<HashSet<SessionKey>>,
 }
 
 impl StagedSessions {
@@ -30,7 +32,17 @@ impl StagedSessions {
         StagedSessions {
             store,
             staged: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(HashSet::new()),
         }
+    }
+
+    /// Whether the step found no session for `key` (it started the conversation, also
+    /// when it failed after that), and forgets it.
+    pub fn take_fresh(&self, key: &SessionKey) -> bool {
+        self.fresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key)
     }
 
     /// The record a step left behind, if it saved one.
@@ -57,6 +69,10 @@ impl SessionStore for StagedSessions {
             .session(&key.endpoint, &key.user)
             .map_err(|e| StoreError(e.to_string()))?
         else {
+            self.fresh
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key.clone());
             return Ok(None);
         };
         match serde_json::from_str(&json) {

@@ -244,6 +244,9 @@ async fn run_job(shared: &Arc<Shared>, key: &SessionKey, job: &Job) -> Result<()
         }
         return Ok(());
     };
+    // A flag left by a read outside a message step (an admin action's look at the
+    // session, a timer) must not make this step look like a conversation's start.
+    endpoint.sessions.take_fresh(key);
     match job {
         Job::Event(row) => match row.kind {
             EventKind::SendFailed => run_send_failed(shared, &endpoint, key, row).await,
@@ -310,6 +313,7 @@ async fn run_message(
     let result = endpoint.conversations.handle(message, business).await;
     let outputs = endpoint.collector.take(key);
     let session = endpoint.sessions.take(key);
+    let started = endpoint.sessions.take_fresh(key);
     match &result {
         Err(ConversationError::Store(e)) => {
             return Err(Retry(format!("session store: {e}")));
@@ -321,8 +325,7 @@ async fn run_message(
             for error in &report.errors {
                 tracing::warn!(endpoint = %key.endpoint, conversation = %key.masked(), %error, "flow error");
             }
-            // A new session, or an expired one that started afresh.
-            if report.started || report.expired {
+            if report.expired {
                 step.notices
                     .extend(notices::conversation_started(subs, ep, user));
             }
@@ -341,6 +344,11 @@ async fn run_message(
                 ));
             }
         }
+    }
+    // A new session, also when the step failed after creating it (it is committed).
+    if started && session.is_some() {
+        step.notices
+            .extend(notices::conversation_started(subs, ep, user));
     }
     let mut rows = Vec::with_capacity(outputs.len() + 1);
     // Meta's typing indicator rides on the read receipt, so it marks the message read too.
