@@ -6,7 +6,9 @@
 //! transaction by the conversation worker, so a crash keeps all of a step or none of it and
 //! a redelivered event is never answered twice. So both are staged here, per conversation:
 //! - [`StagedSessions`] reads through to the durable store and keeps `put`s in memory until
-//!   the worker [`take`](StagedSessions::take)s them into the commit;
+//!   the worker [`take`](StagedSessions::take)s them into the commit; a read that found no
+//!   stored session marks the step as the conversation's start
+//!   ([`take_fresh`](StagedSessions::take_fresh), for the `conversation_started` event);
 //! - [`Collector`] keeps delivered outputs until the worker takes them as outbox rows.
 //!
 //! What must stay true: only the conversation's own worker runs steps for a key, so a
