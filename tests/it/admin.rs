@@ -23,7 +23,7 @@ use sha2::Sha256;
 
 use crate::serve::{
     ACCESS_TOKEN, ADMIN_TOKEN, Node, PNID, SECRET, SETTLE, VERIFY_TOKEN, WAIT, client, config_toml,
-    free_port, greeting, send_text, start_host, support_flow, temp_dir, webhook_url,
+    greeting, node_config, send_text, start_host, support_flow, webhook_url,
 };
 
 /// Long, distinctive secrets for endpoints made through the API: any of them showing up
@@ -1565,18 +1565,7 @@ async fn event_webhooks_are_signed_retried_and_verified_by_a_receiver() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_reaches_a_log_line_or_a_response() {
     let mock = MockGraph::start().await;
-    let dir = temp_dir("secrets");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let text = config_toml(
-        &format!("127.0.0.1:{port}"),
-        &dir.join("data"),
-        &mock.base_url(),
-        "[50, 100]",
-        "",
-    );
-    let config = dir.join("plugboard.toml");
-    std::fs::write(&config, text).expect("write the config");
+    let (dir, base, config) = node_config("secrets", &mock, "[50, 100]");
     let mut node = Node::spawn_with_env(&config, &dir, 1, &[("RUST_LOG", "debug")]);
     node.wait_ready(&base).await;
     let admin = Admin::at(base.clone());

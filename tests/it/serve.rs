@@ -810,6 +810,27 @@ impl Drop for Node {
     }
 }
 
+/// The config file of a `plugboard-node` on a free port (the same one across restarts),
+/// replying to `mock`, retrying on `delays_ms`: its directory, base URL and path.
+pub(crate) fn node_config(
+    name: &str,
+    mock: &MockGraph,
+    delays_ms: &str,
+) -> (PathBuf, String, PathBuf) {
+    let dir = temp_dir(name);
+    let port = free_port();
+    let text = config_toml(
+        &format!("127.0.0.1:{port}"),
+        &dir.join("data"),
+        &mock.base_url(),
+        delays_ms,
+        "",
+    );
+    let config = dir.join("plugboard.toml");
+    std::fs::write(&config, text).expect("write the config");
+    (dir, format!("http://127.0.0.1:{port}"), config)
+}
+
 /// A port that was free a moment ago (the node is restarted on the same address).
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -822,20 +843,10 @@ pub(crate) fn free_port() -> u16 {
 async fn sigkill_loses_no_acknowledged_message_and_sends_no_reply_twice() {
     const MESSAGES: usize = 40;
     let mock = MockGraph::start().await;
-    let dir = temp_dir("sigkill");
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
     // Longer retry delays than the other tests: every send fails until the kill, and no
     // row may run out of retries (and go dead) in the few ms before it.
-    let text = config_toml(
-        &format!("127.0.0.1:{port}"),
-        &dir.join("data"),
-        &mock.base_url(),
-        "[300, 300, 300, 300, 300, 300, 300, 300]",
-        "",
-    );
-    let config = dir.join("plugboard.toml");
-    std::fs::write(&config, text).expect("write the config");
+    let (dir, base, config) =
+        node_config("sigkill", &mock, "[300, 300, 300, 300, 300, 300, 300, 300]");
 
     let mut node = Node::spawn(&config, &dir, 1);
     node.wait_ready(&base).await;
