@@ -8,6 +8,10 @@
 //! 3. load it: plugin, flow, hooks, signature key (422 `invalid_config`);
 //! 4. commit the row; 5. swap the loaded endpoint into the registry.
 //!
+//! Steps 3 to 5 run under `Shared::admin_lock` (two changes never interleave) and in a
+//! task of their own ([`detached`]), so a client that goes away cannot stop a change
+//! between its commit and its swap.
+//!
 //! Responses show secrets masked ([`super::mask`]); a masked value sent back unchanged
 //! (a client that read, edited and wrote the whole spec) keeps the stored secret.
 
@@ -253,8 +257,9 @@ async fn disable(
 }
 
 /// Removes the credentials (access token, app secret, verify token) and stops serving the
-/// endpoint; its conversations, transcripts and webhooks stay. A PATCH that gives valid
-/// credentials again reconnects it.
+/// endpoint; its unsent replies become dead letters (the store does it with the change);
+/// its conversations, transcripts and webhooks stay. A PATCH that gives valid credentials
+/// again reconnects it.
 #[utoipa::path(post, path = "/admin/v1/endpoints/{id}/disconnect", tag = "endpoints",
     params(("id" = String, Path, description = "Endpoint id")),
     responses((status = 200, body = EndpointView), (status = 404, body = ErrorBody)))]
