@@ -17,6 +17,9 @@
 //! - [`cli`]: the `plugboard` command line. `adapter decode` and `adapter render` run
 //!   webhook bodies and neutral outputs through a compiled adapter, for flow designers and
 //!   support. `chat` talks to a flow in the terminal as a WhatsApp user.
+//! - [`business`]: WhatsApp Business accounts (numbers, webhook subscriptions), message
+//!   templates (sync, create, delete, checks before a send), outbound campaigns (paced,
+//!   within the messaging limit, once per recipient), opt-outs and the monthly reply quota.
 //! - [`admin_cli`]: `plugboard plugin|endpoint|conversation …`, an HTTP client of a running
 //!   host's admin API (flags or environment or config → one request → a table or JSON).
 //! - [`chat`]: the `plugboard chat` driver: typed lines → real Meta webhook envelopes →
@@ -27,6 +30,7 @@
 
 pub mod admin;
 pub mod admin_cli;
+pub mod business;
 pub mod chat;
 pub mod cli;
 pub mod conversation;

@@ -202,6 +202,26 @@ pub struct HandoverSettings {
     pub webhook_url: Option<String>,
 }
 
+/// `[endpoints.reply_quota]`: a monthly cap on bot replies (as chatbot plans have).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyQuota {
+    /// Bot replies per calendar month (UTC); read receipts, agent and campaign messages
+    /// do not count.
+    pub monthly: u64,
+    /// Sent once per user and month when the cap is reached, instead of the bot's replies.
+    #[serde(default = "default_quota_message")]
+    pub message: String,
+}
+
+fn default_quota_message() -> String {
+    "We have reached our message limit for this month. A person will get back to you.".into()
+}
+
+/// Share of the number's throughput campaigns may use, in percent: the rest stays free for
+/// conversations (Meta counts inbound and outbound messages against the same limit).
+pub const DEFAULT_CAMPAIGN_SHARE: u8 = 80;
+
 /// `[[endpoints.transformers]]`: a transformer hook component, run in file order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -258,6 +278,10 @@ pub struct EndpointConfig {
     pub handover: HandoverSettings,
     pub transformers: Vec<TransformerConfig>,
     pub transformer_policy: FailurePolicy,
+    /// Optional monthly cap on bot replies.
+    pub reply_quota: Option<ReplyQuota>,
+    /// Percent of `throughput_per_second` campaigns may use (1..=100).
+    pub campaign_share: u8,
 }
 
 impl EndpointConfig {
@@ -366,6 +390,17 @@ impl EndpointConfig {
         }
         if self.max_body_bytes == 0 {
             return Err(format!("{at}.max_body_bytes must be greater than 0"));
+        }
+        if !(1..=100).contains(&self.campaign_share) {
+            return Err(format!(
+                "{at}.campaign_share must be a percentage from 1 to 100, got {}",
+                self.campaign_share
+            ));
+        }
+        if let Some(q) = &self.reply_quota
+            && q.message.trim().is_empty()
+        {
+            return Err(format!("{at}.reply_quota.message must not be empty"));
         }
         if self.throughput_per_second == 0 {
             return Err(format!("{at}.throughput_per_second must be greater than 0"));
@@ -656,6 +691,12 @@ pub struct EndpointSpec {
     pub transformers: Vec<TransformerConfig>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub transformer_policy: FailurePolicy,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_quota: Option<ReplyQuota>,
+    /// Percent of the throughput campaigns may use (default 80).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 100)]
+    pub campaign_share: Option<u8>,
 }
 
 impl fmt::Debug for EndpointSpec {
@@ -823,6 +864,8 @@ impl EndpointSpec {
                 })
                 .collect(),
             transformer_policy: self.transformer_policy,
+            reply_quota: self.reply_quota,
+            campaign_share: self.campaign_share.unwrap_or(d.campaign_share),
             ..d
         })
     }
@@ -860,6 +903,8 @@ fn default_endpoint(id: String, flow: PathBuf, phone_number_id: String) -> Endpo
         handover: HandoverSettings::default(),
         transformers: Vec::new(),
         transformer_policy: FailurePolicy::Continue,
+        reply_quota: None,
+        campaign_share: DEFAULT_CAMPAIGN_SHARE,
     }
 }
 

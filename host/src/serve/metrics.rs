@@ -50,6 +50,11 @@ pub struct Metrics {
     pub plugin_call_seconds: HistogramVec,
     pub ack_seconds: Histogram,
     pub conversations_active: IntGauge,
+    /// Recipients of each live campaign by state (queued, sending, sent, delivered, read,
+    /// failed, opted_out).
+    pub campaign_recipients: IntGaugeVec,
+    /// Webhook items for a number no endpoint owns.
+    pub unowned_events_total: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -118,6 +123,22 @@ impl Metrics {
             "Conversations with a live session",
         ))?;
 
+        let campaign_recipients = IntGaugeVec::new(
+            opts(
+                "campaign_recipients",
+                "Recipients of each campaign by delivery state",
+            ),
+            &["endpoint", "campaign", "state"],
+        )?;
+        let unowned_events_total = IntCounterVec::new(
+            opts(
+                "unowned_events_total",
+                "Webhook items for a phone number no endpoint owns (stored, not answered)",
+            ),
+            &["endpoint", "phone_number_id"],
+        )?;
+        registry.register(Box::new(campaign_recipients.clone()))?;
+        registry.register(Box::new(unowned_events_total.clone()))?;
         registry.register(Box::new(webhooks_total.clone()))?;
         registry.register(Box::new(events_total.clone()))?;
         registry.register(Box::new(sends_total.clone()))?;
@@ -135,6 +156,8 @@ impl Metrics {
             plugin_call_seconds,
             ack_seconds,
             conversations_active,
+            campaign_recipients,
+            unowned_events_total,
         })
     }
 

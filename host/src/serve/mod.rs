@@ -102,6 +102,8 @@ pub struct Shared {
     pub admin_lock: tokio::sync::Mutex<()>,
     /// Which events each endpoint's outbound webhooks want (see [`notices`]).
     pub subscribed: notices::Subscribed,
+    /// Accounts, templates, campaigns and quotas in memory (see [`crate::business`]).
+    pub business: crate::business::BusinessState,
     pub metrics: Arc<Metrics>,
     pub workers: Workers,
     pub sender: SenderHandle,
@@ -198,6 +200,7 @@ pub struct Server {
     sender: JoinHandle<()>,
     timers: JoinHandle<()>,
     hooks: JoinHandle<()>,
+    campaigns: JoinHandle<()>,
     /// `None` once shut down (a runtime must not be dropped inside an async context, so it
     /// is shut down in the background, also when a `Server` is dropped without shutdown).
     pipeline: Option<tokio::runtime::Runtime>,
@@ -284,6 +287,7 @@ impl Server {
             local_addr: std::sync::OnceLock::new(),
             admin_lock: tokio::sync::Mutex::new(()),
             subscribed,
+            business: crate::business::BusinessState::load(store.as_ref())?,
             metrics: Arc::new(Metrics::new()),
             workers: Workers::default(),
             sender: sender.clone(),
@@ -340,6 +344,7 @@ impl Server {
         let demux = pipeline_rt.spawn(pipeline::demux_loop(shared.clone(), inbox_rx));
         let timers = pipeline_rt.spawn(pipeline::timer_loop(shared.clone()));
         let hooks = pipeline_rt.spawn(crate::admin::events::delivery_loop(shared.clone()));
+        let campaigns = pipeline_rt.spawn(crate::business::campaign_loop(shared.clone()));
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
@@ -379,6 +384,7 @@ impl Server {
             sender,
             timers,
             hooks,
+            campaigns,
             pipeline: guard.0.take(),
         })
     }
@@ -414,6 +420,9 @@ impl Server {
         let _ = (&mut self.demux).await;
         let _ = (&mut self.timers).await;
         let _ = (&mut self.hooks).await;
+        // The runner stops between claims: a claim either committed (its rows are pending
+        // outbox rows the next start sends) or did not happen.
+        let _ = (&mut self.campaigns).await;
         self.shared.workers.wait_idle().await;
         self.shared.wait_tracked().await;
         let _ = (&mut self.sender).await;

@@ -23,6 +23,7 @@
 //! commits queued writes in batches, versioned migrations).
 
 pub mod admin;
+pub mod business;
 pub mod sqlite;
 
 use std::future::Future;
@@ -220,6 +221,18 @@ pub struct StepCommit {
     pub event_done: Option<i64>,
     /// Events for the endpoint's outbound webhooks, queued in the same transaction.
     pub notices: Vec<admin::Notice>,
+    /// Bot replies counted towards the endpoint's monthly quota (only with a quota set).
+    pub quota: Option<QuotaTally>,
+}
+
+/// A step's share of the monthly reply quota.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QuotaTally {
+    /// `YYYY-MM` (UTC).
+    pub month: String,
+    pub replies: u64,
+    /// The user who got the over-quota message in this step.
+    pub told: Option<String>,
 }
 
 /// A timer: at `due_ms` the host does `kind` for the conversation.
@@ -290,7 +303,7 @@ pub struct QueueDepths {
 /// The durable store. A write has committed when its future resolves `Ok`;
 /// [`Store::append_inbox`] is also on disk then (fsync'd), other writes survive a process
 /// crash and reach the disk with the next sync (see `sqlite` for the exact rule).
-pub trait Store: admin::AdminStore + Send + Sync + 'static {
+pub trait Store: admin::AdminStore + business::BusinessStore + Send + Sync + 'static {
     /// Appends a raw webhook body; returns its inbox id.
     fn append_inbox(&self, endpoint: &str, body: Vec<u8>, received_ms: u64)
     -> StoreFuture<'_, i64>;

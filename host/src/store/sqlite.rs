@@ -55,6 +55,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod admin;
+mod business;
 
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -73,6 +74,7 @@ use super::{
 const MIGRATIONS: &[M<'static>] = &[
     M::up(include_str!("sqlite/migrations/0001_init.sql")),
     M::up(include_str!("sqlite/migrations/0002_admin.sql")),
+    M::up(include_str!("sqlite/migrations/0003_business.sql")),
 ];
 
 /// How long a connection waits for a lock held by another process (a CLI command run
@@ -863,6 +865,7 @@ impl Store for SqliteStore {
                 cancel_timers,
                 event_done,
                 notices,
+                quota,
             } = &step;
             if let Some(record) = session {
                 exec(
@@ -942,6 +945,9 @@ impl Store for SqliteStore {
             }
             for notice in notices {
                 admin::emit(tx, endpoint, notice)?;
+            }
+            if let Some(q) = quota {
+                business::count_replies(tx, endpoint, &q.month, q.replies, q.told.as_deref())?;
             }
             Ok(ids)
         })
@@ -1330,6 +1336,7 @@ impl Store for SqliteStore {
     fn prune(&self, before_ms: u64) -> StoreFuture<'_, u64> {
         self.submit(move |tx| {
             let before = db_int(before_ms);
+            business::keep_campaign_states(tx, before)?;
             // Finished outbox rows go too (dead ones stay with their dead letters), with
             // their message ids and those ids' statuses; then statuses whose message never
             // got a row. The outbox predicate is the same in each statement and nothing

@@ -1,0 +1,324 @@
+//! Campaigns: a template sent to many recipients, paced and limited, exactly once each.
+//!
+//! - **Upload** ([`parse_recipients`]): CSV (a `to` column plus one column per value:
+//!   `1`, `body.2`, `first_name`, `header`, `button.1`) or JSON
+//!   (`[{"to": "…", "values": {…}}]`). Numbers are normalised to digits; a number given
+//!   twice is sent once. Each recipient's values are built into the template send and
+//!   checked against the stored template *before* the campaign is stored, so a bad row
+//!   refuses the whole upload with its line number and nothing is sent.
+//! - **Runner** ([`Runner::tick`]): every tick, each running campaign may claim as many
+//!   recipients as its number's pace allows (`throughput_per_second` ×
+//!   `campaign_share`%, a token bucket with one second of burst). Claiming is one store
+//!   transaction ([`crate::store::business::BusinessStore::claim_recipients`]): opted-out
+//!   users are skipped, the portfolio's messaging limit (unique users per moving 24 hours)
+//!   stops the claim, and each claimed recipient gets its outbox row. The sender then paces
+//!   the whole number again (campaign and conversations together) and retries as for any
+//!   reply. A claimed recipient is never claimed again, so neither a retry nor a restart
+//!   sends twice.
+//! - A campaign stopped by the messaging limit waits (`waiting: messaging_limit`) and is
+//!   tried again every minute; the moving window frees users as their 24 hours pass.
+//!
+//! The runner takes the time as an argument, so tests drive it with a controlled clock.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Deserialize;
+
+use crate::store::business::{Claim, Claimed, NewRecipient};
+use crate::store::{OutboxRow, Store, StoreError};
+
+use super::templates::TemplateSpec;
+
+/// Most recipients claimed by one store call.
+const CLAIM_BATCH: usize = 500;
+/// A campaign stopped by the messaging limit is tried again after this long.
+const LIMITED_RETRY_MS: u64 = 60_000;
+
+/// One recipient as uploaded.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upload {
+    pub to: String,
+    #[serde(default)]
+    pub values: BTreeMap<String, String>,
+}
+
+/// What an upload holds, ready to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub recipients: Vec<NewRecipient>,
+    /// Numbers given more than once (sent once).
+    pub duplicates: usize,
+}
+
+/// A number as digits only (`+1 (555) 010-0` → `15550100`), or why it is not one.
+pub fn normalise_number(raw: &str) -> Result<String, String> {
+    let digits: String = raw
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.' | '+'))
+        .collect();
+    if digits.len() < 6 || digits.len() > 15 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("`{raw}` is not a phone number in international format"));
+    }
+    Ok(digits)
+}
+
+/// Reads a CSV upload: a header row with a `to` column, then one row per recipient.
+pub fn read_csv(bytes: &[u8]) -> Result<Vec<(usize, Upload)>, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .flexible(false)
+        .from_reader(bytes);
+    let headers = reader
+        .headers()
+        .map_err(|e| format!("CSV header: {e}"))?
+        .clone();
+    let to = headers
+        .iter()
+        .position(|h| h.eq_ignore_ascii_case("to"))
+        .ok_or_else(|| "the CSV header has no `to` column".to_string())?;
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        // Line 1 is the header.
+        let line = i + 2;
+        let record = record.map_err(|e| format!("line {line}: {e}"))?;
+        let mut values = BTreeMap::new();
+        for (j, field) in record.iter().enumerate() {
+            if j != to {
+                let key = headers.get(j).unwrap_or_default().to_string();
+                values.insert(key, field.to_string());
+            }
+        }
+        rows.push((
+            line,
+            Upload {
+                to: record.get(to).unwrap_or_default().to_string(),
+                values,
+            },
+        ));
+    }
+    Ok(rows)
+}
+
+/// Builds every recipient's send from the template; the first bad row refuses the upload.
+pub fn parse_recipients(
+    spec: &TemplateSpec,
+    rows: Vec<(usize, Upload)>,
+) -> Result<Parsed, String> {
+    if rows.is_empty() {
+        return Err("the campaign has no recipients".into());
+    }
+    let mut seen = HashSet::new();
+    let mut parsed = Parsed {
+        recipients: Vec::with_capacity(rows.len()),
+        duplicates: 0,
+    };
+    for (line, upload) in rows {
+        let at = |e: String| format!("recipient {line}: {e}");
+        let number = normalise_number(&upload.to).map_err(at)?;
+        let output = spec.build(&upload.values).map_err(at)?;
+        if !seen.insert(number.clone()) {
+            parsed.duplicates += 1;
+            continue;
+        }
+        let user = crate::plugins::types::User {
+            user_id: None,
+            phone: Some(number.clone()),
+            name: None,
+            username: None,
+        };
+        let output = crate::plugins::types::BotOutput::Template(output);
+        parsed.recipients.push(NewRecipient {
+            recipient: number,
+            user_json: serde_json::to_string(&user).map_err(|e| e.to_string())?,
+            output: serde_json::to_string(&output).map_err(|e| e.to_string())?,
+        });
+    }
+    Ok(parsed)
+}
+
+/// Where a campaign's messages go out from, as the host knows it now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lane {
+    /// JSON `Business`.
+    pub business: String,
+    /// Whose messaging limit the sends count against.
+    pub portfolio: String,
+    /// Unique users per 24 hours; `None`: unlimited.
+    pub tier_limit: Option<u64>,
+    /// Campaign messages per second.
+    pub per_second: f64,
+}
+
+/// Unique users per moving 24 hours for Meta's tier names (older names included).
+pub fn tier_limit(tier: Option<&str>) -> Option<u64> {
+    match tier.unwrap_or("TIER_250") {
+        "TIER_50" => Some(50),
+        "TIER_250" => Some(250),
+        "TIER_1K" => Some(1_000),
+        "TIER_2K" => Some(2_000),
+        "TIER_10K" => Some(10_000),
+        "TIER_100K" => Some(100_000),
+        "TIER_UNLIMITED" | "UNLIMITED" => None,
+        // An unknown name: the most careful tier.
+        _ => Some(250),
+    }
+}
+
+/// A token bucket: `per_second` tokens a second, at most one second's worth saved.
+#[derive(Debug, Clone, PartialEq)]
+struct Pacer {
+    tokens: f64,
+    last_ms: u64,
+}
+
+impl Pacer {
+    fn new(now_ms: u64) -> Pacer {
+        Pacer {
+            tokens: 0.0,
+            last_ms: now_ms,
+        }
+    }
+
+    fn allowance(&mut self, now_ms: u64, per_second: f64) -> usize {
+        let elapsed = now_ms.saturating_sub(self.last_ms) as f64 / 1000.0;
+        self.last_ms = now_ms.max(self.last_ms);
+        self.tokens = (self.tokens + elapsed * per_second).min(per_second.max(1.0));
+        self.tokens.floor() as usize
+    }
+
+    fn spend(&mut self, n: usize) {
+        self.tokens = (self.tokens - n as f64).max(0.0);
+    }
+}
+
+/// What one tick did, for the loop and the tests.
+#[derive(Debug, Default)]
+pub struct Tick {
+    /// New outbox rows, for the sender.
+    pub rows: Vec<OutboxRow>,
+    /// Campaigns whose state or waiting reason changed.
+    pub changed: usize,
+}
+
+/// Runs the campaigns: started when due, paced, limited, completed.
+#[derive(Default)]
+pub struct Runner {
+    pacers: HashMap<i64, Pacer>,
+    /// Campaign → not before this time (messaging limit reached).
+    resume_at: HashMap<i64, u64>,
+}
+
+impl Runner {
+    pub fn new() -> Runner {
+        Runner::default()
+    }
+
+    /// One round at time `now_ms`. `lane` says where an endpoint's campaign goes out from
+    /// (`None`: the endpoint is not served now, so its campaigns wait).
+    pub async fn tick(
+        &mut self,
+        store: &dyn Store,
+        now_ms: u64,
+        lane: &(dyn Fn(&str) -> Option<Lane> + Sync),
+    ) -> Result<Tick, StoreError> {
+        let mut tick = Tick::default();
+        let campaigns = store.campaigns(None)?;
+        let live: HashSet<i64> = campaigns
+            .iter()
+            .filter(|c| matches!(c.state.as_str(), "scheduled" | "running"))
+            .map(|c| c.id)
+            .collect();
+        self.pacers.retain(|id, _| live.contains(id));
+        self.resume_at.retain(|id, _| live.contains(id));
+        for c in campaigns.iter().filter(|c| live.contains(&c.id)) {
+            if c.state == "scheduled" {
+                if c.start_ms > now_ms {
+                    continue;
+                }
+                store.set_campaign_state(c.id, "running", None).await?;
+                tick.changed += 1;
+            }
+            let Some(lane) = lane(&c.endpoint) else {
+                if c.waiting.as_deref() != Some("endpoint_unavailable") {
+                    store
+                        .set_campaign_state(c.id, "running", Some("endpoint_unavailable".into()))
+                        .await?;
+                    tick.changed += 1;
+                }
+                continue;
+            };
+            if self.resume_at.get(&c.id).is_some_and(|t| *t > now_ms) {
+                continue;
+            }
+            let pacer = self.pacers.entry(c.id).or_insert_with(|| Pacer::new(now_ms));
+            let allowed = pacer.allowance(now_ms, lane.per_second);
+            if allowed == 0 {
+                continue;
+            }
+            let claimed: Claimed = store
+                .claim_recipients(Claim {
+                    campaign: c.id,
+                    endpoint: c.endpoint.clone(),
+                    business: lane.business.clone(),
+                    portfolio: lane.portfolio.clone(),
+                    tier_limit: lane.tier_limit,
+                    now_ms,
+                    max: allowed.min(CLAIM_BATCH),
+                })
+                .await?;
+            pacer.spend(claimed.rows.len());
+            let waiting = claimed.limited.then(|| "messaging_limit".to_string());
+            if claimed.limited {
+                self.resume_at.insert(c.id, now_ms + LIMITED_RETRY_MS);
+            }
+            if claimed.remaining == 0 {
+                store.set_campaign_state(c.id, "completed", None).await?;
+                tick.changed += 1;
+            } else if waiting != c.waiting {
+                store.set_campaign_state(c.id, "running", waiting).await?;
+                tick.changed += 1;
+            }
+            tick.rows.extend(claimed.rows);
+        }
+        Ok(tick)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_are_normalised() {
+        assert_eq!(normalise_number("+1 (555) 010-0123").unwrap(), "15550100123");
+        assert!(normalise_number("call me").is_err());
+        assert!(normalise_number("12").is_err());
+    }
+
+    #[test]
+    fn csv_rows_keep_their_line_numbers() {
+        let rows = read_csv(b"to,1,button.0\n+15550100,Ada,x\n15550101,Bob,y\n").unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[1].0, 3);
+        assert_eq!(rows[0].1.values["1"], "Ada");
+        assert!(read_csv(b"phone,1\n1,2\n").unwrap_err().contains("`to`"));
+        assert!(read_csv(b"to,1\n1,2,3\n").unwrap_err().contains("line 2"));
+    }
+
+    #[test]
+    fn the_pacer_allows_its_rate_and_one_second_of_burst() {
+        let mut p = Pacer::new(0);
+        assert_eq!(p.allowance(0, 64.0), 0);
+        assert_eq!(p.allowance(500, 64.0), 32);
+        p.spend(32);
+        assert_eq!(p.allowance(10_000, 64.0), 64, "burst capped at a second");
+    }
+
+    #[test]
+    fn tiers_map_to_unique_users() {
+        assert_eq!(tier_limit(Some("TIER_2K")), Some(2_000));
+        assert_eq!(tier_limit(None), Some(250));
+        assert_eq!(tier_limit(Some("TIER_UNLIMITED")), None);
+    }
+}

@@ -1,0 +1,251 @@
+//! WhatsApp Business: accounts and their numbers, message templates, outbound campaigns,
+//! opt-outs and the monthly reply quota.
+//!
+//! - [`graph`]: the Graph API's management calls (accounts a token reaches, numbers,
+//!   webhook subscriptions, templates), paged, with Meta's error codes kept.
+//! - [`templates`]: the in-memory template catalogue and the rules a template send meets
+//!   before it goes out (flows, agents and campaigns alike; the sender checks once more).
+//! - [`campaigns`]: recipient uploads and the runner that claims recipients at the
+//!   number's pace within the portfolio's messaging limit.
+//! - [`BusinessState`]: what the serving host keeps in memory for these (the catalogue,
+//!   which endpoints have campaigns, reply counts per month), rebuilt from the store.
+//!
+//! The admin API (`crate::admin::accounts`, `crate::admin::campaigns`) and the Webitel-style
+//! `GET /webhooks/{endpoint}?whatsapp=…` form call into here; the store keeps it all
+//! (`crate::store::business`).
+
+pub mod campaigns;
+pub mod graph;
+pub mod templates;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use crate::serve::{Shared, now_ms};
+use crate::store::{Store, StoreError};
+
+use campaigns::{Lane, Runner, tier_limit};
+use templates::Catalogue;
+
+/// How often the campaign runner looks at its campaigns.
+const CAMPAIGN_TICK: Duration = Duration::from_millis(250);
+/// How often campaign progress is copied into the metrics.
+const METRICS_EVERY: u32 = 20;
+/// How long after a campaign message a reply is taken as a reply to it.
+pub const CAMPAIGN_REPLY_WINDOW_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
+/// Texts that opt a user out of business-initiated messages (compared trimmed and
+/// case-insensitively), and the ones that opt them back in.
+pub const OPT_OUT_KEYWORDS: [&str; 3] = ["STOP", "UNSUBSCRIBE", "STOP ALL"];
+pub const OPT_IN_KEYWORDS: [&str; 2] = ["START", "SUBSCRIBE"];
+
+/// Whether a message text is an opt-out (`Some(true)`), an opt-in (`Some(false)`) or
+/// neither.
+pub fn opt_keyword(text: &str) -> Option<bool> {
+    let text = text.trim();
+    if OPT_OUT_KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(text)) {
+        Some(true)
+    } else if OPT_IN_KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(text)) {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// The calendar month (UTC) of a time, `YYYY-MM`.
+pub fn month_of(ms: u64) -> String {
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .chars()
+        .take(7)
+        .collect()
+}
+
+/// What the serving host keeps in memory about accounts, templates and campaigns.
+#[derive(Default)]
+pub struct BusinessState {
+    pub catalogue: Catalogue,
+    /// Endpoints that have (or had) a campaign: only their inbound messages are looked up
+    /// for a campaign context, so other endpoints pay nothing.
+    campaign_endpoints: RwLock<HashSet<String>>,
+    /// Endpoint → (month, bot replies counted), read from the store on first use.
+    replies: Mutex<HashMap<String, (String, u64)>>,
+}
+
+impl BusinessState {
+    /// Reads the catalogue and the campaign endpoints from the store.
+    pub fn load(store: &dyn Store) -> Result<BusinessState, StoreError> {
+        let state = BusinessState::default();
+        state.reload(store)?;
+        let endpoints: HashSet<String> =
+            store.campaigns(None)?.into_iter().map(|c| c.endpoint).collect();
+        *state
+            .campaign_endpoints
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = endpoints;
+        Ok(state)
+    }
+
+    /// Rebuilds the template catalogue (after a setup, sync, create, delete or webhook).
+    pub fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
+        let accounts = store.accounts()?.into_iter().map(|a| a.id).collect();
+        self.catalogue
+            .load(accounts, store.numbers()?, store.templates(None)?);
+        Ok(())
+    }
+
+    pub fn note_campaign(&self, endpoint: &str) {
+        self.campaign_endpoints
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(endpoint.to_string());
+    }
+
+    pub fn has_campaigns(&self, endpoint: &str) -> bool {
+        self.campaign_endpoints
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(endpoint)
+    }
+
+    /// Replies counted for `endpoint` this month (from the store the first time).
+    pub fn replies(&self, store: &dyn Store, endpoint: &str, month: &str) -> Result<u64, StoreError> {
+        if let Some((m, n)) = self
+            .replies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(endpoint)
+            && m == month
+        {
+            return Ok(*n);
+        }
+        let n = store.replies_in_month(endpoint, month)?;
+        self.replies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(endpoint.to_string(), (month.to_string(), n));
+        Ok(n)
+    }
+
+    /// Adds committed replies to the in-memory count.
+    pub fn add_replies(&self, endpoint: &str, month: &str, n: u64) {
+        let mut replies = self.replies.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = replies
+            .entry(endpoint.to_string())
+            .or_insert_with(|| (month.to_string(), 0));
+        if entry.0 != month {
+            *entry = (month.to_string(), 0);
+        }
+        entry.1 += n;
+    }
+}
+
+/// Where an endpoint's campaign messages go out from now; `None` while it is not served.
+pub fn lane(shared: &Shared, endpoint: &str) -> Option<Lane> {
+    let endpoint = shared.endpoints.get(endpoint)?;
+    let config = &endpoint.config;
+    if !config.enabled || config.access_token.is_none() {
+        return None;
+    }
+    let business = serde_json::to_string(&endpoint.business).ok()?;
+    let account = shared.business.catalogue.account_of(config);
+    let numbers = shared.store.numbers().unwrap_or_default();
+    let number = numbers.iter().find(|n| n.id == config.phone_number_id);
+    let portfolio = account
+        .as_ref()
+        .and_then(|a| {
+            shared
+                .store
+                .accounts()
+                .ok()?
+                .into_iter()
+                .find(|x| &x.id == a)?
+                .portfolio
+        })
+        .or(account)
+        .unwrap_or_else(|| format!("number:{}", config.phone_number_id));
+    Some(Lane {
+        business,
+        portfolio,
+        tier_limit: tier_limit(number.and_then(|n| n.messaging_limit_tier.as_deref())),
+        per_second: f64::from(config.throughput_per_second) * f64::from(config.campaign_share)
+            / 100.0,
+    })
+}
+
+/// Runs the campaigns until shutdown.
+pub async fn campaign_loop(shared: Arc<Shared>) {
+    let mut runner = Runner::new();
+    let mut tick = tokio::time::interval(CAMPAIGN_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping = shared.stop_signal();
+    let mut rounds = 0u32;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stopping.changed() => {}
+        }
+        if shared.is_stopping() {
+            return;
+        }
+        let lanes = |id: &str| lane(&shared, id);
+        match runner.tick(shared.store.as_ref(), now_ms(), &lanes).await {
+            Ok(done) => {
+                if !done.rows.is_empty() {
+                    shared.sender.enqueue(done.rows);
+                }
+            }
+            Err(e) => tracing::warn!("campaign runner (retrying): {e}"),
+        }
+        rounds = rounds.wrapping_add(1);
+        if rounds % METRICS_EVERY == 0 {
+            campaign_metrics(&shared);
+        }
+    }
+}
+
+fn campaign_metrics(shared: &Shared) {
+    let Ok(campaigns) = shared.store.campaigns(None) else {
+        return;
+    };
+    for c in campaigns.iter().filter(|c| {
+        c.finished_ms
+            .is_none_or(|f| now_ms().saturating_sub(f) < 10 * 60 * 1000)
+    }) {
+        let Ok(p) = shared.store.campaign_progress(c.id) else {
+            continue;
+        };
+        let id = c.id.to_string();
+        for (state, n) in [
+            ("queued", p.queued),
+            ("sending", p.sending),
+            ("sent", p.sent),
+            ("delivered", p.delivered),
+            ("read", p.read),
+            ("failed", p.failed),
+            ("opted_out", p.opted_out),
+        ] {
+            shared
+                .metrics
+                .campaign_recipients
+                .with_label_values(&[c.endpoint.as_str(), id.as_str(), state])
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn months_and_keywords() {
+        assert_eq!(month_of(0), "1970-01");
+        assert_eq!(month_of(1_796_155_673_000), "2026-12");
+        assert_eq!(opt_keyword(" stop "), Some(true));
+        assert_eq!(opt_keyword("Start"), Some(false));
+        assert_eq!(opt_keyword("stop the order"), None);
+    }
+}
