@@ -19,6 +19,8 @@
 //! swapped into the running [`crate::serve::registry::Registry`]: nothing is half-applied,
 //! and what a restart loads from the store is what was running.
 
+pub mod accounts;
+pub mod campaigns;
 pub mod conversations;
 pub mod endpoints;
 pub mod error;
@@ -125,6 +127,8 @@ impl Modify for CommonErrors {
 fn api() -> (Router<Arc<Shared>>, utoipa::openapi::OpenApi) {
     let router = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(plugins::routes())
+        .merge(accounts::routes())
+        .merge(campaigns::routes())
         .merge(endpoints::routes())
         .merge(conversations::routes())
         .merge(events::routes());

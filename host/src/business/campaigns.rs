@@ -58,7 +58,9 @@ pub fn normalise_number(raw: &str) -> Result<String, String> {
         .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.' | '+'))
         .collect();
     if digits.len() < 6 || digits.len() > 15 || !digits.chars().all(|c| c.is_ascii_digit()) {
-        return Err(format!("`{raw}` is not a phone number in international format"));
+        return Err(format!(
+            "`{raw}` is not a phone number in international format"
+        ));
     }
     Ok(digits)
 }
@@ -101,10 +103,7 @@ pub fn read_csv(bytes: &[u8]) -> Result<Vec<(usize, Upload)>, String> {
 }
 
 /// Builds every recipient's send from the template; the first bad row refuses the upload.
-pub fn parse_recipients(
-    spec: &TemplateSpec,
-    rows: Vec<(usize, Upload)>,
-) -> Result<Parsed, String> {
+pub fn parse_recipients(spec: &TemplateSpec, rows: Vec<(usize, Upload)>) -> Result<Parsed, String> {
     if rows.is_empty() {
         return Err("the campaign has no recipients".into());
     }
@@ -251,7 +250,10 @@ impl Runner {
             if self.resume_at.get(&c.id).is_some_and(|t| *t > now_ms) {
                 continue;
             }
-            let pacer = self.pacers.entry(c.id).or_insert_with(|| Pacer::new(now_ms));
+            let pacer = self
+                .pacers
+                .entry(c.id)
+                .or_insert_with(|| Pacer::new(now_ms));
             let allowed = pacer.allowance(now_ms, lane.per_second);
             if allowed == 0 {
                 continue;
@@ -291,7 +293,10 @@ mod tests {
 
     #[test]
     fn numbers_are_normalised() {
-        assert_eq!(normalise_number("+1 (555) 010-0123").unwrap(), "15550100123");
+        assert_eq!(
+            normalise_number("+1 (555) 010-0123").unwrap(),
+            "15550100123"
+        );
         assert!(normalise_number("call me").is_err());
         assert!(normalise_number("12").is_err());
     }
@@ -320,5 +325,169 @@ mod tests {
         assert_eq!(tier_limit(Some("TIER_2K")), Some(2_000));
         assert_eq!(tier_limit(None), Some(250));
         assert_eq!(tier_limit(Some("TIER_UNLIMITED")), None);
+    }
+}
+
+/// A whole campaign through the real store with a controlled clock: 10,000 recipients,
+/// the number's campaign pace, a TIER_2K portfolio, opt-outs, and a restart half-way.
+#[cfg(test)]
+mod campaign_run {
+    use std::collections::HashSet;
+
+    use super::*;
+    use crate::store::business::{BusinessStore, NewCampaign, StoredTemplate};
+    use crate::store::sqlite::SqliteStore;
+
+    const START: u64 = 1_800_000_000_000;
+    const DAY: u64 = 24 * 60 * 60 * 1000;
+    const PER_SECOND: f64 = 64.0; // 80/s × 80 %
+
+    fn spec() -> TemplateSpec {
+        TemplateSpec::read(StoredTemplate {
+            account: "waba".into(),
+            name: "promo".into(),
+            language: "en_US".into(),
+            template_id: Some("1".into()),
+            category: Some("MARKETING".into()),
+            status: "APPROVED".into(),
+            quality: None,
+            components: r#"[{"type":"BODY","text":"Hi {{1}}, 10% off today"}]"#.into(),
+            updated_ms: 0,
+        })
+    }
+
+    fn lane(_: &str) -> Option<Lane> {
+        Some(Lane {
+            business: r#"{"phone_number_id":"100","display_number":null,"account_id":"waba"}"#
+                .into(),
+            portfolio: "portfolio-1".into(),
+            tier_limit: tier_limit(Some("TIER_2K")),
+            per_second: PER_SECOND,
+        })
+    }
+
+    #[tokio::test]
+    async fn ten_thousand_recipients_paced_limited_and_sent_once() {
+        let dir = std::env::temp_dir().join(format!(
+            "plugboard-campaign-{}-{}",
+            std::process::id(),
+            crate::serve::now_ms()
+        ));
+        let store = SqliteStore::open_in(&dir).expect("store");
+        let rows: Vec<(usize, Upload)> = (0..10_000)
+            .map(|i| {
+                (
+                    i + 1,
+                    Upload {
+                        to: format!("+1555{i:07}"),
+                        values: [("1".to_string(), format!("User {i}"))].into(),
+                    },
+                )
+            })
+            .collect();
+        let parsed = parse_recipients(&spec(), rows).expect("valid upload");
+        let id = store
+            .create_campaign(
+                NewCampaign {
+                    endpoint: "shop".into(),
+                    name: "black friday".into(),
+                    template: "promo".into(),
+                    language: "en_US".into(),
+                    start_ms: START,
+                },
+                parsed.recipients,
+            )
+            .await
+            .expect("created");
+        for i in [5, 2_500, 9_999] {
+            store
+                .opt_out("shop", &format!("1555{i:07}"), "stop")
+                .await
+                .expect("opt-out");
+        }
+
+        // Before its start time nothing is claimed.
+        let mut runner = Runner::new();
+        let early = runner
+            .tick(&store, START - 1_000, &lane)
+            .await
+            .expect("tick");
+        assert!(early.rows.is_empty());
+
+        let mut now = START;
+        let mut claimed: Vec<(u64, String)> = Vec::new();
+        let mut restarted = false;
+        while now < START + 10 * DAY {
+            let tick = runner.tick(&store, now, &lane).await.expect("tick");
+            for row in tick.rows {
+                claimed.push((now, row.conversation));
+            }
+            let state = store.campaign(id).expect("read").expect("campaign");
+            if state.state == "completed" {
+                break;
+            }
+            // A restart half-way: a new runner knows nothing but the store.
+            if !restarted && claimed.len() >= 5_000 {
+                runner = Runner::new();
+                restarted = true;
+            }
+            // Waiting for the messaging limit: jump ahead a minute at a time.
+            now += if state.waiting.as_deref() == Some("messaging_limit") {
+                60_000
+            } else {
+                250
+            };
+        }
+        assert!(restarted);
+        let campaign = store.campaign(id).expect("read").expect("campaign");
+        assert_eq!(campaign.state, "completed", "{campaign:?}");
+
+        // Every recipient but the three who opted out, each exactly once.
+        assert_eq!(claimed.len(), 9_997);
+        let unique: HashSet<&String> = claimed.iter().map(|(_, r)| r).collect();
+        assert_eq!(unique.len(), 9_997, "a recipient was claimed twice");
+        assert!(!unique.contains(&"15550002500".to_string()));
+        let progress = store.campaign_progress(id).expect("progress");
+        assert_eq!(
+            (progress.total, progress.opted_out, progress.sending),
+            (10_000, 3, 9_997)
+        );
+        let outbox = store.pending_outbox(20_000).await.expect("outbox");
+        assert_eq!(outbox.len(), 9_997);
+
+        // The pace: never more than one second's burst ahead of 64 per second.
+        let mut window_start = claimed[0].0;
+        let mut in_window = 0usize;
+        for (at, _) in &claimed {
+            if *at >= window_start + 1_000 {
+                window_start = *at;
+                in_window = 0;
+            }
+            in_window += 1;
+            assert!(
+                in_window <= 2 * PER_SECOND as usize,
+                "{in_window} in one second at {at}"
+            );
+        }
+        // The limit: in any moving 24 hours, at most 2,000 unique users.
+        for (i, (at, _)) in claimed.iter().enumerate() {
+            let within = claimed[i..]
+                .iter()
+                .take_while(|(t, _)| *t < at + DAY)
+                .count();
+            assert!(within <= 2_000, "{within} users within 24 h from {at}");
+        }
+        // 9,997 users at 2,000 a day: the fifth day's window sends the last ones.
+        let last = claimed.last().map(|(t, _)| *t).unwrap_or_default();
+        assert!(
+            last > START + 4 * DAY && last < START + 5 * DAY,
+            "last at +{} ms",
+            last - START
+        );
+        // The first 2,000 went out at the pace: about 31 s, not at once.
+        let first_day = claimed[1_999].0 - START;
+        assert!((29_000..=33_000).contains(&first_day), "{first_day} ms");
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -128,7 +128,10 @@ impl GraphClient<'_> {
         })?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(|e| {
-            GraphError::Unreachable(format!("reading the Graph API's answer: {}", e.without_url()))
+            GraphError::Unreachable(format!(
+                "reading the Graph API's answer: {}",
+                e.without_url()
+            ))
         })?;
         let value: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
         if status.is_success() {
@@ -233,8 +236,7 @@ impl GraphClient<'_> {
             .into_iter()
             .flatten()
         {
-            if scope.get("scope").and_then(Value::as_str) != Some("whatsapp_business_management")
-            {
+            if scope.get("scope").and_then(Value::as_str) != Some("whatsapp_business_management") {
                 continue;
             }
             for id in scope
@@ -311,9 +313,14 @@ impl GraphClient<'_> {
     }
 
     pub async fn unsubscribe(&self, waba: &str) -> Result<(), GraphError> {
-        self.call(Method::DELETE, &format!("{waba}/subscribed_apps"), &[], None)
-            .await
-            .map(drop)
+        self.call(
+            Method::DELETE,
+            &format!("{waba}/subscribed_apps"),
+            &[],
+            None,
+        )
+        .await
+        .map(drop)
     }
 
     pub async fn templates(&self, waba: &str) -> Result<Vec<GraphTemplate>, GraphError> {

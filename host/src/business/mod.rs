@@ -44,7 +44,10 @@ pub const OPT_IN_KEYWORDS: [&str; 2] = ["START", "SUBSCRIBE"];
 /// neither.
 pub fn opt_keyword(text: &str) -> Option<bool> {
     let text = text.trim();
-    if OPT_OUT_KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(text)) {
+    if OPT_OUT_KEYWORDS
+        .iter()
+        .any(|k| k.eq_ignore_ascii_case(text))
+    {
         Some(true)
     } else if OPT_IN_KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(text)) {
         Some(false)
@@ -79,8 +82,11 @@ impl BusinessState {
     pub fn load(store: &dyn Store) -> Result<BusinessState, StoreError> {
         let state = BusinessState::default();
         state.reload(store)?;
-        let endpoints: HashSet<String> =
-            store.campaigns(None)?.into_iter().map(|c| c.endpoint).collect();
+        let endpoints: HashSet<String> = store
+            .campaigns(None)?
+            .into_iter()
+            .map(|c| c.endpoint)
+            .collect();
         *state
             .campaign_endpoints
             .write()
@@ -111,7 +117,12 @@ impl BusinessState {
     }
 
     /// Replies counted for `endpoint` this month (from the store the first time).
-    pub fn replies(&self, store: &dyn Store, endpoint: &str, month: &str) -> Result<u64, StoreError> {
+    pub fn replies(
+        &self,
+        store: &dyn Store,
+        endpoint: &str,
+        month: &str,
+    ) -> Result<u64, StoreError> {
         if let Some((m, n)) = self
             .replies
             .lock()

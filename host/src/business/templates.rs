@@ -109,8 +109,7 @@ impl TemplateSpec {
                         "DOCUMENT" => HeaderSpec::Media(MediaKind::Document),
                         "LOCATION" => HeaderSpec::Location,
                         _ => HeaderSpec::Text(
-                            placeholders(c.get("text").and_then(Value::as_str).unwrap_or(""))
-                                .len(),
+                            placeholders(c.get("text").and_then(Value::as_str).unwrap_or("")).len(),
                         ),
                     }
                 }
@@ -163,10 +162,7 @@ impl TemplateSpec {
 
     /// Whether `output` fills exactly this template's placeholders; the reason otherwise.
     pub fn validate(&self, output: &TemplateOutput) -> Result<(), String> {
-        let at = format!(
-            "template `{}` ({})",
-            self.stored.name, self.stored.language
-        );
+        let at = format!("template `{}` ({})", self.stored.name, self.stored.language);
         if self.stored.status != "APPROVED" {
             return Err(format!(
                 "{at} is {}, not APPROVED: Meta would refuse it",
@@ -175,7 +171,10 @@ impl TemplateSpec {
         }
         match &self.header {
             HeaderSpec::None | HeaderSpec::Text(0) if !output.header.is_empty() => {
-                return Err(format!("{at} has no header parameter, got {}", output.header.len()));
+                return Err(format!(
+                    "{at} has no header parameter, got {}",
+                    output.header.len()
+                ));
             }
             HeaderSpec::Text(n) if *n > 0 => match output.header.as_slice() {
                 [p] if matches!(p.value, TemplateValue::Text(_)) => {}
@@ -253,8 +252,7 @@ impl TemplateSpec {
                 let value = match &self.header {
                     HeaderSpec::Media(kind) => TemplateValue::Media(MediaOutput {
                         kind: *kind,
-                        source: if value.starts_with("https://") || value.starts_with("http://")
-                        {
+                        source: if value.starts_with("https://") || value.starts_with("http://") {
                             MediaSource::Link(value.clone())
                         } else {
                             MediaSource::Id(value.clone())
@@ -353,7 +351,12 @@ pub struct Catalogue {
 
 impl Catalogue {
     /// Replaces the whole catalogue with what the store holds.
-    pub fn load(&self, accounts: Vec<String>, numbers: Vec<StoredNumber>, templates: Vec<StoredTemplate>) {
+    pub fn load(
+        &self,
+        accounts: Vec<String>,
+        numbers: Vec<StoredNumber>,
+        templates: Vec<StoredTemplate>,
+    ) {
         let mut inner = Inner {
             accounts: accounts.into_iter().collect(),
             ..Inner::default()
@@ -385,7 +388,12 @@ impl Catalogue {
     }
 
     /// The stored template an endpoint would send under this name and language.
-    pub fn find(&self, config: &EndpointConfig, name: &str, language: &str) -> Result<Check, String> {
+    pub fn find(
+        &self,
+        config: &EndpointConfig,
+        name: &str,
+        language: &str,
+    ) -> Result<Check, String> {
         let Some(account) = self.account_of(config) else {
             return Ok(Check::Unchecked);
         };
@@ -473,7 +481,10 @@ mod tests {
         assert_eq!(out.body.len(), 2);
         assert!(matches!(
             &out.header[0].value,
-            TemplateValue::Media(MediaOutput { source: MediaSource::Link(_), .. })
+            TemplateValue::Media(MediaOutput {
+                source: MediaSource::Link(_),
+                ..
+            })
         ));
     }
 
@@ -502,7 +513,10 @@ mod tests {
             serde_json::json!([{"type": "BODY", "text": "Hi {{first_name}} {{ city }}"}]),
             "APPROVED",
         ));
-        assert!(s.build(&values(&[("first_name", "Ada"), ("city", "Oslo")])).is_ok());
+        assert!(
+            s.build(&values(&[("first_name", "Ada"), ("city", "Oslo")]))
+                .is_ok()
+        );
         assert!(s.build(&values(&[("first_name", "Ada")])).is_err());
         let positional = TemplateOutput {
             name: "order_update".into(),

@@ -399,6 +399,25 @@ impl<O: Outbound, H: HttpExecutor, S: HandoverSink> Conversations<O, H, S> {
         Ok(())
     }
 
+    /// Sets `context[name]` without running the flow or writing history (the campaign a
+    /// user replies to, say); true when it changed.
+    pub async fn set_context(
+        &self,
+        key: &SessionKey,
+        name: &str,
+        data: Value,
+    ) -> Result<bool, ConversationError> {
+        let lane = self.lanes.get(key, self.config.message_delay);
+        let _lane = lane.lock().await;
+        let mut record = self.load(key)?;
+        if record.state.context.get(name) == Some(&data) {
+            return Ok(false);
+        }
+        record.state.context.insert(name.to_string(), data);
+        self.store.put(key, &record)?;
+        Ok(true)
+    }
+
     /// Ends the conversation's handover if its mute has run out (a timer calls this, so the
     /// `ended` event goes out on time rather than at the user's next message). Returns
     /// whether a handover ended.

@@ -154,6 +154,16 @@ pub fn handover_started(
     )
 }
 
+/// The endpoint's monthly reply quota is used up (sent once per month).
+pub fn quota_reached(s: &Subscribed, endpoint: &str, month: &str, monthly: u64) -> Option<Notice> {
+    notice(
+        s,
+        endpoint,
+        "quota_reached",
+        || json!({ "month": month, "monthly": monthly }),
+    )
+}
+
 pub fn handover_ended(
     s: &Subscribed,
     endpoint: &str,

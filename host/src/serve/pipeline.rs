@@ -177,11 +177,37 @@ fn decode_body(shared: &Shared, endpoint: &Endpoint, body: &[u8]) -> DemuxOutcom
     }
     let mut events = Vec::with_capacity(decoded.events.len());
     for event in decoded.events {
-        let (kind, conversation) = match &event.body {
-            EventBody::Message(m) => (EventKind::Message, user_key(endpoint, &m.user)),
-            EventBody::Status(_) => (EventKind::Status, String::new()),
-            EventBody::System(s) => (EventKind::System, user_key(endpoint, &s.user)),
-            EventBody::Error(_) => (EventKind::Error, String::new()),
+        // Strict routing on the number: an item for another endpoint's number is recorded
+        // as that endpoint's; one for a number nobody serves is kept and reported, and
+        // never answered from this endpoint.
+        let number = event.business.phone_number_id.as_str();
+        let owner = if number.is_empty() || number == endpoint.config.phone_number_id {
+            Route::Here
+        } else {
+            match shared
+                .endpoints
+                .all()
+                .into_iter()
+                .find(|e| e.config.phone_number_id == number)
+            {
+                Some(other) => Route::Other(other.config.id.clone()),
+                None => Route::Nobody,
+            }
+        };
+        let (kind, conversation) = match (&owner, &event.body) {
+            (Route::Nobody, _) => {
+                tracing::warn!(endpoint = %endpoint.config.id, phone_number_id = %number, "webhook item for a number no endpoint serves: stored, not answered");
+                shared
+                    .metrics
+                    .unowned_events_total
+                    .with_label_values(&[endpoint.config.id.as_str(), number])
+                    .inc();
+                (EventKind::Unowned, String::new())
+            }
+            (_, EventBody::Message(m)) => (EventKind::Message, user_key(endpoint, &m.user)),
+            (_, EventBody::Status(_)) => (EventKind::Status, String::new()),
+            (_, EventBody::System(s)) => (EventKind::System, user_key(endpoint, &s.user)),
+            (_, EventBody::Error(_)) => (EventKind::Error, String::new()),
         };
         let body = match serde_json::to_string(&event) {
             Ok(body) => body,
@@ -193,6 +219,10 @@ fn decode_body(shared: &Shared, endpoint: &Endpoint, body: &[u8]) -> DemuxOutcom
             }
         };
         events.push(NewEvent {
+            endpoint: match owner {
+                Route::Other(id) => Some(id),
+                Route::Here | Route::Nobody => None,
+            },
             dedupe_key: event.dedupe_key,
             conversation,
             kind,
@@ -200,6 +230,13 @@ fn decode_body(shared: &Shared, endpoint: &Endpoint, body: &[u8]) -> DemuxOutcom
         });
     }
     DemuxOutcome::Events(events)
+}
+
+/// Which endpoint an event's number belongs to.
+enum Route {
+    Here,
+    Other(String),
+    Nobody,
 }
 
 fn user_key(endpoint: &Endpoint, user: &crate::plugins::types::User) -> String {
@@ -334,6 +371,26 @@ async fn apply_status_row(shared: &Arc<Shared>, row: &EventRow) -> Option<bool> 
         }
     };
     tracing::debug!(endpoint = %row.endpoint, status = %name, advanced = applied.advanced, "status");
+    // 131050 usually comes here, as a failed status: the user stopped marketing messages.
+    if status.status == DeliveryStatus::Failed
+        && status
+            .errors
+            .iter()
+            .any(|e| e.code == super::sender::STOPPED_MARKETING_CODE)
+        && let Some(user) = status
+            .recipient
+            .user_id
+            .as_ref()
+            .or(status.recipient.phone.as_ref())
+        && let Err(e) = shared
+            .store
+            .opt_out(&row.endpoint, user, "meta_131050")
+            .await
+    {
+        // Looked at again with the status (it stays pending until applied).
+        tracing::warn!("cannot record an opt-out: {e}");
+        return Some(false);
+    }
     let window_closed = status.status == DeliveryStatus::Failed
         && status.errors.iter().any(|e| e.code == WINDOW_CLOSED_CODE);
     let Some(endpoint) = shared

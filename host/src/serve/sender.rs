@@ -453,6 +453,13 @@ async fn send_row(shared: &Arc<Shared>, endpoint: &Endpoint, queued: &Queued) ->
         return window_closed_now(shared, endpoint, row, "the 24-hour window is closed".into())
             .await;
     }
+    // A template must be one the account has, approved, with exactly its parameters:
+    // refused here rather than by Meta (132000/132001) after a round trip.
+    if let BotOutput::Template(t) = output
+        && let Err(e) = shared.business.catalogue.check(&endpoint.config, t)
+    {
+        return dead(shared, row, "template_invalid", e).await;
+    }
     let context = match render_context(row) {
         Ok(context) => context,
         Err(e) => return dead(shared, row, "render_failed", e).await,
@@ -552,6 +559,7 @@ async fn send_row(shared: &Arc<Shared>, endpoint: &Endpoint, queued: &Queued) ->
                 .await;
             }
             SendResult::Undeliverable(e) => {
+                note_opt_out(shared, row, e.code).await;
                 return dead(
                     shared,
                     row,
@@ -561,6 +569,7 @@ async fn send_row(shared: &Arc<Shared>, endpoint: &Endpoint, queued: &Queued) ->
                 .await;
             }
             SendResult::Permanent(e) => {
+                note_opt_out(shared, row, e.code).await;
                 return dead(
                     shared,
                     row,
@@ -573,6 +582,24 @@ async fn send_row(shared: &Arc<Shared>, endpoint: &Endpoint, queued: &Queued) ->
     }
     count(shared, &row.endpoint, "sent");
     Done::Sent
+}
+
+/// Meta's "this user stopped marketing messages".
+pub const STOPPED_MARKETING_CODE: i64 = 131_050;
+
+/// A send Meta refused with 131050: the user opted out of marketing messages, and no
+/// campaign sends to them again.
+async fn note_opt_out(shared: &Shared, row: &OutboxRow, code: i64) {
+    if code != STOPPED_MARKETING_CODE || row.conversation.is_empty() {
+        return;
+    }
+    if let Err(e) = shared
+        .store
+        .opt_out(&row.endpoint, &row.conversation, "meta_131050")
+        .await
+    {
+        tracing::warn!(outbox = row.id, "cannot record an opt-out: {e}");
+    }
 }
 
 fn render_context(row: &OutboxRow) -> Result<RenderContext, String> {
@@ -834,6 +861,7 @@ async fn dead(shared: &Arc<Shared>, row: &OutboxRow, reason: &str, detail: Strin
         &detail,
     );
     let event = (!receipt && !row.conversation.is_empty()).then(|| NewEvent {
+        endpoint: None,
         dedupe_key: format!("send-failed:{}", row.id),
         conversation: row.conversation.clone(),
         kind: EventKind::SendFailed,

@@ -307,6 +307,33 @@ async fn run_message(
         // Disabled: acknowledged and stored, never answered.
         return commit(shared, step).await.map(drop);
     }
+    // STOP / START: the user's choice about business-initiated messages, kept before the
+    // flow runs (which may still answer it). Idempotent, so a retried step is harmless.
+    if let crate::plugins::types::MessageContent::Text(text) = &message.content
+        && let Some(out) = crate::business::opt_keyword(text)
+    {
+        let changed = if out {
+            shared.store.opt_out(ep, user, "stop").await
+        } else {
+            shared.store.opt_in(ep, user).await
+        };
+        changed.map_err(|e| Retry(format!("opt-out: {e}")))?;
+    }
+    // A reply to a campaign message enters the flow with the campaign as `{{campaign.…}}`.
+    if shared.business.has_campaigns(ep) {
+        let since = now.saturating_sub(crate::business::CAMPAIGN_REPLY_WINDOW_MS);
+        let contact = shared
+            .store
+            .campaign_contact(ep, user, since)
+            .map_err(|e| Retry(format!("campaign context: {e}")))?;
+        if let Some(contact) = contact {
+            endpoint
+                .conversations
+                .set_context(key, "campaign", json!(contact))
+                .await
+                .map_err(|e| Retry(e.to_string()))?;
+        }
+    }
     let recipient = json_or_retry(&message.user)?;
     let business_json = json_or_retry(&business)?;
     let message_id = message.id.clone();
@@ -350,6 +377,7 @@ async fn run_message(
         step.notices
             .extend(notices::conversation_started(subs, ep, user));
     }
+    let (outputs, counted) = apply_quota(shared, endpoint, key, &mut step, outputs, now)?;
     let mut rows = Vec::with_capacity(outputs.len() + 1);
     // Meta's typing indicator rides on the read receipt, so it marks the message read too.
     let typing = endpoint.config.typing_indicator && !outputs.is_empty();
@@ -367,7 +395,70 @@ async fn run_message(
         });
     }
     set_session(&mut step, session)?;
-    commit(shared, step).await.map(drop)
+    commit(shared, step).await?;
+    if let Some((month, n)) = counted {
+        shared.business.add_replies(ep, &month, n);
+    }
+    Ok(())
+}
+
+/// The endpoint's monthly reply quota: under it, the step's replies are counted (in the
+/// step's commit); once it is used up, the bot's replies are dropped and the user gets the
+/// quota message, once a month. The owner hears of it by the `quota_reached` event.
+fn apply_quota(
+    shared: &Arc<Shared>,
+    endpoint: &Endpoint,
+    key: &SessionKey,
+    step: &mut StepCommit,
+    outputs: Vec<BotOutput>,
+    now: u64,
+) -> Result<(Vec<BotOutput>, Option<(String, u64)>), Retry> {
+    let Some(quota) = &endpoint.config.reply_quota else {
+        return Ok((outputs, None));
+    };
+    let replies = outputs
+        .iter()
+        .filter(|o| !matches!(o, BotOutput::MarkRead(_)))
+        .count() as u64;
+    if replies == 0 {
+        return Ok((outputs, None));
+    }
+    let (ep, user) = (key.endpoint.as_str(), key.user.as_str());
+    let month = crate::business::month_of(now);
+    let store = shared.store.as_ref();
+    let used = shared
+        .business
+        .replies(store, ep, &month)
+        .map_err(|e| Retry(format!("reply quota: {e}")))?;
+    if used < quota.monthly {
+        if used + replies >= quota.monthly {
+            step.notices.extend(notices::quota_reached(
+                &shared.subscribed,
+                ep,
+                &month,
+                quota.monthly,
+            ));
+        }
+        step.quota = Some(crate::store::QuotaTally {
+            month: month.clone(),
+            replies,
+            told: None,
+        });
+        return Ok((outputs, Some((month, replies))));
+    }
+    let told = store
+        .quota_told(ep, &month, user)
+        .map_err(|e| Retry(format!("reply quota: {e}")))?;
+    tracing::info!(endpoint = %ep, conversation = %key.masked(), told, "monthly reply quota used up: replies dropped");
+    if told {
+        return Ok((Vec::new(), None));
+    }
+    step.quota = Some(crate::store::QuotaTally {
+        month,
+        replies: 0,
+        told: Some(user.to_string()),
+    });
+    Ok((vec![BotOutput::Text(quota.message.clone())], None))
 }
 
 /// Puts the staged record and its handover timer into the commit.

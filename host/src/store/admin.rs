@@ -23,13 +23,14 @@ use serde::{Deserialize, Serialize};
 use super::{OutboxState, StoreError, StoreFuture};
 
 /// The events an endpoint's outbound webhooks can subscribe to.
-pub const HOOK_EVENTS: [&str; 6] = [
+pub const HOOK_EVENTS: [&str; 7] = [
     "conversation_started",
     "message_received",
     "message_sent",
     "message_failed",
     "handover_started",
     "handover_ended",
+    "quota_reached",
 ];
 
 /// Whether an endpoint takes traffic. Enabled/disabled is part of the spec; a

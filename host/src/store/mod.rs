@@ -55,6 +55,8 @@ pub enum EventKind {
     Error,
     /// The host gave up on an outbox row: told to the conversation.
     SendFailed,
+    /// For a phone number no endpoint serves: stored and reported, never answered.
+    Unowned,
 }
 
 impl EventKind {
@@ -65,6 +67,7 @@ impl EventKind {
             EventKind::System => "system",
             EventKind::Error => "error",
             EventKind::SendFailed => "send_failed",
+            EventKind::Unowned => "unowned",
         }
     }
 
@@ -75,6 +78,7 @@ impl EventKind {
             "system" => EventKind::System,
             "error" => EventKind::Error,
             "send_failed" => EventKind::SendFailed,
+            "unowned" => EventKind::Unowned,
             _ => return None,
         })
     }
@@ -93,6 +97,10 @@ pub struct InboxRow {
 /// events that belong to no conversation (channel errors).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
+    /// Recorded under this endpoint instead of the inbox row's: the webhook came in at one
+    /// endpoint's URL for a number another endpoint serves (Meta posts every number of an
+    /// app to one callback).
+    pub endpoint: Option<String>,
     pub dedupe_key: String,
     pub conversation: String,
     pub kind: EventKind,

@@ -761,7 +761,8 @@ impl Store for SqliteStore {
                     DemuxOutcome::Events(events) => {
                         let mut new = Vec::new();
                         for event in events {
-                            new.extend(insert_event(tx, &item.endpoint, event, now)?);
+                            let endpoint = event.endpoint.as_deref().unwrap_or(&item.endpoint);
+                            new.extend(insert_event(tx, endpoint, event, now)?);
                         }
                         exec(
                             tx,
@@ -1414,6 +1415,7 @@ mod tests {
 
     fn event(key: &str, conversation: &str) -> NewEvent {
         NewEvent {
+            endpoint: None,
             dedupe_key: key.into(),
             conversation: conversation.into(),
             kind: EventKind::Message,
@@ -1612,6 +1614,7 @@ mod tests {
                 cancel_timers: vec![],
                 event_done: Some(events[0].id),
                 notices: Vec::new(),
+                quota: None,
             })
             .await
             .unwrap();
@@ -1864,6 +1867,7 @@ mod tests {
             reason: "retries_exhausted".into(),
             detail: "gave up after 2".into(),
             event: Some(NewEvent {
+                endpoint: None,
                 dedupe_key: format!("send-failed:{id}"),
                 conversation: "u1".into(),
                 kind: EventKind::SendFailed,

@@ -252,8 +252,8 @@ impl BusinessStore for SqliteStore {
     fn delete_account(&self, id: &str) -> StoreFuture<'_, bool> {
         let id = id.to_string();
         self.submit(move |tx| {
-            let n =
-                exec(tx, "DELETE FROM wa_accounts WHERE id = ?1", [&id]).ctx("removing an account")?;
+            let n = exec(tx, "DELETE FROM wa_accounts WHERE id = ?1", [&id])
+                .ctx("removing an account")?;
             Ok(n > 0)
         })
     }
@@ -299,8 +299,12 @@ impl BusinessStore for SqliteStore {
     ) -> StoreFuture<'_, ()> {
         let account = account.to_string();
         self.submit(move |tx| {
-            exec(tx, "DELETE FROM wa_templates WHERE account = ?1", [&account])
-                .ctx("replacing templates")?;
+            exec(
+                tx,
+                "DELETE FROM wa_templates WHERE account = ?1",
+                [&account],
+            )
+            .ctx("replacing templates")?;
             for t in &templates {
                 insert_template(tx, t)?;
             }
@@ -459,7 +463,11 @@ impl BusinessStore for SqliteStore {
         self.read(|conn| {
             query_one(
                 conn,
-                concat!("SELECT ", campaign_columns!(), " FROM campaigns WHERE id = ?1"),
+                concat!(
+                    "SELECT ",
+                    campaign_columns!(),
+                    " FROM campaigns WHERE id = ?1"
+                ),
                 [id],
                 campaign_row,
             )
