@@ -55,13 +55,13 @@ fn assert_no_secret(what: &str, text: &str) {
     }
 }
 
-struct Admin {
+pub(crate) struct Admin {
     base: String,
     http: reqwest::Client,
 }
 
 impl Admin {
-    fn new(server: &Server) -> Admin {
+    pub(crate) fn new(server: &Server) -> Admin {
         Admin::at(format!("http://{}", server.local_addr()))
     }
 
@@ -100,12 +100,12 @@ impl Admin {
         (status, value)
     }
 
-    async fn get(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (u16, Value) {
         self.call(reqwest::Method::GET, path, Some(ADMIN_TOKEN), None)
             .await
     }
 
-    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.call(reqwest::Method::POST, path, Some(ADMIN_TOKEN), Some(body))
             .await
     }
@@ -115,7 +115,7 @@ impl Admin {
             .await
     }
 
-    async fn delete(&self, path: &str) -> (u16, Value) {
+    pub(crate) async fn delete(&self, path: &str) -> (u16, Value) {
         self.call(reqwest::Method::DELETE, path, Some(ADMIN_TOKEN), None)
             .await
     }
@@ -186,7 +186,11 @@ async fn restart(server: Server, dir: &std::path::Path, mock: &MockGraph) -> Ser
 }
 
 /// Polls until the mock has recorded `n` requests whose body matches `pick`.
-async fn wait_sends(mock: &MockGraph, n: usize, pick: impl Fn(&Value) -> bool) -> Vec<Value> {
+pub(crate) async fn wait_sends(
+    mock: &MockGraph,
+    n: usize,
+    pick: impl Fn(&Value) -> bool,
+) -> Vec<Value> {
     let deadline = Instant::now() + WAIT;
     loop {
         let found: Vec<Value> = mock
@@ -1415,7 +1419,7 @@ async fn event_webhooks_are_signed_retried_and_verified_by_a_receiver() {
     assert_eq!(status, 201, "{hook:#}");
     let secret = hook["secret"].as_str().expect("secret").to_string();
     assert!(secret.starts_with("whsec_"), "{secret}");
-    assert_eq!(hook["events"].as_array().map(Vec::len), Some(6));
+    assert_eq!(hook["events"].as_array().map(Vec::len), Some(7));
     let (_, hooks) = admin.get("/endpoints/shop/webhooks").await;
     assert_eq!(hooks["webhooks"][0]["url"], url.as_str());
     assert_ne!(

@@ -8,6 +8,7 @@
 mod admin;
 mod admin_cli;
 mod boundary;
+mod business;
 mod chat;
 mod cli;
 mod golden;
