@@ -211,7 +211,7 @@ pub async fn campaign_loop(shared: Arc<Shared>) {
             Err(e) => tracing::warn!("campaign runner (retrying): {e}"),
         }
         rounds = rounds.wrapping_add(1);
-        if rounds % METRICS_EVERY == 0 {
+        if rounds.is_multiple_of(METRICS_EVERY) {
             campaign_metrics(&shared);
         }
     }

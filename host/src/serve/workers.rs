@@ -402,6 +402,9 @@ async fn run_message(
     Ok(())
 }
 
+/// Replies a committed step adds to the month's count: (month, replies).
+type Counted = Option<(String, u64)>;
+
 /// The endpoint's monthly reply quota: under it, the step's replies are counted (in the
 /// step's commit); once it is used up, the bot's replies are dropped and the user gets the
 /// quota message, once a month. The owner hears of it by the `quota_reached` event.
@@ -412,7 +415,7 @@ fn apply_quota(
     step: &mut StepCommit,
     outputs: Vec<BotOutput>,
     now: u64,
-) -> Result<(Vec<BotOutput>, Option<(String, u64)>), Retry> {
+) -> Result<(Vec<BotOutput>, Counted), Retry> {
     let Some(quota) = &endpoint.config.reply_quota else {
         return Ok((outputs, None));
     };
