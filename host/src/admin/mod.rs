@@ -7,6 +7,12 @@
 //! - [`conversations`]: conversation list and transcripts, agent actions (take over, send,
 //!   release, AI toggle), inject and notify.
 //! - [`events`]: outbound event webhooks per endpoint, signed, retried with backoff.
+//! - [`accounts`]: WhatsApp Business accounts (setup with a system-user token, webhook
+//!   subscription, remove) and their templates (sync, create, delete).
+//! - [`campaigns`]: campaigns (CSV or JSON upload, pause, resume, cancel, progress) and
+//!   opt-outs of an endpoint.
+//! - [`webitel`]: the same account operations in the form Webitel users know,
+//!   `GET /webhooks/{endpoint}?whatsapp=…`.
 //! - [`error`]: the one error shape and the JSON extractor.
 //!
 //! Every route but `/admin/v1/openapi.json` needs `Authorization: Bearer <admin_token>`,
@@ -26,6 +32,7 @@ pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod plugins;
+pub mod webitel;
 
 use std::sync::Arc;
 
@@ -170,30 +177,38 @@ async fn not_found() -> ApiError {
 
 /// The bearer token check in front of every admin route.
 async fn authorize(State(shared): State<Arc<Shared>>, request: Request, next: Next) -> Response {
+    match check_token(&shared, request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Whether a request carries the admin token (also used by the Webitel-style form on the
+/// webhook URL).
+pub(crate) fn check_token(shared: &Shared, headers: &header::HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &shared.admin_token else {
-        return ApiError::unauthorized(
+        return Err(ApiError::unauthorized(
             "the admin API is off: set admin_token in the config (or PLUGBOARD_ADMIN_TOKEN)",
-        )
-        .into_response();
+        ));
     };
-    let given = request
-        .headers()
+    let given = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(str::trim);
     let Some(given) = given else {
-        return ApiError::unauthorized("missing `Authorization: Bearer <admin token>`")
-            .into_response();
+        return Err(ApiError::unauthorized(
+            "missing `Authorization: Bearer <admin token>`",
+        ));
     };
     let same: bool = Sha256::digest(given.as_bytes())
         .ct_eq(&Sha256::digest(expected.expose().as_bytes()))
         .into();
     if !same {
         tracing::warn!("admin API: a request with a wrong token was refused");
-        return ApiError::unauthorized("wrong admin token").into_response();
+        return Err(ApiError::unauthorized("wrong admin token"));
     }
-    next.run(request).await
+    Ok(())
 }
 
 /// Runs a synchronous store read off the async threads.

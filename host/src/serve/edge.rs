@@ -10,6 +10,8 @@
 //!
 //! `GET /webhooks/{endpoint}`: Meta's subscription handshake, answered by the adapter from
 //! the query and the endpoint's settings (200 with the challenge, 403 on a wrong token).
+//! With `?whatsapp=…` it is the Webitel-style account management form instead
+//! ([`crate::admin::webitel`]), behind the admin token.
 //!
 //! `/healthz` (the process is up), `/readyz` (the store answers and the plugins are
 //! loaded), `/metrics` (Prometheus text).
@@ -56,7 +58,11 @@ async fn handshake(
     State(shared): State<Arc<Shared>>,
     Path(id): Path<String>,
     Query(query): Query<Vec<(String, String)>>,
+    headers: HeaderMap,
 ) -> Response {
+    if crate::admin::webitel::is_management(&query) {
+        return crate::admin::webitel::answer(&shared, &id, &query, &headers).await;
+    }
     let Some(endpoint) = shared.endpoints.get(&id) else {
         count(&shared, "unknown", "unknown_endpoint");
         return (StatusCode::NOT_FOUND, "unknown endpoint\n").into_response();

@@ -215,6 +215,15 @@ pub trait BusinessStore: Send + Sync + 'static {
     fn accounts(&self) -> Result<Vec<StoredAccount>, StoreError>;
     /// Every stored number, by id.
     fn numbers(&self) -> Result<Vec<StoredNumber>, StoreError>;
+    /// Applies a number webhook (`phone_number_quality_update`) to the account's number
+    /// with this display number (compared as digits); false when none matched.
+    fn update_number(
+        &self,
+        account: &str,
+        display_digits: &str,
+        messaging_limit_tier: Option<String>,
+        quality_rating: Option<String>,
+    ) -> StoreFuture<'_, bool>;
 
     /// Replaces all of an account's templates (a full sync).
     fn replace_templates(

@@ -292,6 +292,47 @@ impl BusinessStore for SqliteStore {
         })
     }
 
+    fn update_number(
+        &self,
+        account: &str,
+        display_digits: &str,
+        messaging_limit_tier: Option<String>,
+        quality_rating: Option<String>,
+    ) -> StoreFuture<'_, bool> {
+        let (account, digits) = (account.to_string(), display_digits.to_string());
+        self.submit(move |tx| {
+            let numbers: Vec<(String, Option<String>)> = tx
+                .prepare_cached(
+                    "SELECT id, display_phone_number FROM wa_numbers WHERE account = ?1",
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map([&account], |row| Ok((row.get(0)?, row.get(1)?)))
+                        .and_then(Iterator::collect)
+                })
+                .ctx("reading numbers")?;
+            let mut changed = false;
+            for (id, display) in numbers {
+                let same = display.is_some_and(|d| {
+                    d.chars().filter(char::is_ascii_digit).collect::<String>() == digits
+                });
+                if !same {
+                    continue;
+                }
+                exec(
+                    tx,
+                    "UPDATE wa_numbers SET
+                         messaging_limit_tier = COALESCE(?2, messaging_limit_tier),
+                         quality_rating = COALESCE(?3, quality_rating), updated_ms = ?4
+                     WHERE id = ?1",
+                    params![id, messaging_limit_tier, quality_rating, db_int(now_ms())],
+                )
+                .ctx("updating a number")?;
+                changed = true;
+            }
+            Ok(changed)
+        })
+    }
+
     fn replace_templates(
         &self,
         account: &str,
