@@ -7,8 +7,8 @@
 //!   the inbox rows done, or dead letters for bodies the adapter refused or trapped on.
 //! - **Dispatch** ([`dispatch`]): each newly recorded event goes where it belongs: messages
 //!   and `send_failed` notes to their conversation's worker (in order, see
-//!   [`super::workers`]); statuses to [`apply_statuses`]; system notices and channel errors
-//!   are logged and marked done.
+//!   [`super::workers`]); statuses to [`apply_statuses`]; system notices, channel errors and
+//!   account changes (template and number updates) are logged and marked done.
 //! - **Statuses** are applied monotonically to the outbox by the store. A `failed` status
 //!   with Meta's 131047 (the 24-hour window closed) is reconciled like a synchronous one:
 //!   the configured template goes out instead, or the row becomes a dead letter.
@@ -182,6 +182,8 @@ fn decode_body(shared: &Shared, endpoint: &Endpoint, body: &[u8]) -> DemuxOutcom
             EventBody::Status(_) => (EventKind::Status, String::new()),
             EventBody::System(s) => (EventKind::System, user_key(endpoint, &s.user)),
             EventBody::Error(_) => (EventKind::Error, String::new()),
+            // Account-level (WIT 0.1.1): recorded, not applied yet (dispatch logs them).
+            EventBody::Template(_) | EventBody::Number(_) => (EventKind::Account, String::new()),
         };
         let body = match serde_json::to_string(&event) {
             Ok(body) => body,

@@ -54,6 +54,9 @@ pub enum EventKind {
     Error,
     /// The host gave up on an outbox row: told to the conversation.
     SendFailed,
+    /// An account-level change (WIT 0.1.1: a template's status, quality or category, a
+    /// business number's quality or limit). Belongs to no conversation.
+    Account,
 }
 
 impl EventKind {
@@ -64,6 +67,7 @@ impl EventKind {
             EventKind::System => "system",
             EventKind::Error => "error",
             EventKind::SendFailed => "send_failed",
+            EventKind::Account => "account",
         }
     }
 
@@ -74,6 +78,7 @@ impl EventKind {
             "system" => EventKind::System,
             "error" => EventKind::Error,
             "send_failed" => EventKind::SendFailed,
+            "account" => EventKind::Account,
             _ => return None,
         })
     }
@@ -89,7 +94,7 @@ pub struct InboxRow {
 }
 
 /// An event to record. `conversation` is the session user (`SessionKey::user`); empty for
-/// events that belong to no conversation (channel errors).
+/// events that belong to no conversation (statuses, channel errors, account changes).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
     pub dedupe_key: String,
@@ -399,4 +404,29 @@ pub trait Store: admin::AdminStore + Send + Sync + 'static {
 
     /// A cheap round trip through the writer (readiness).
     fn ping(&self) -> StoreFuture<'_, ()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventKind;
+
+    #[test]
+    fn event_kinds_round_trip_through_their_stored_names() {
+        for kind in [
+            EventKind::Message,
+            EventKind::Status,
+            EventKind::System,
+            EventKind::Error,
+            EventKind::SendFailed,
+            EventKind::Account,
+        ] {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+            // The serde name (admin JSON) is the stored name.
+            assert_eq!(
+                serde_json::to_value(kind).ok(),
+                Some(serde_json::Value::String(kind.as_str().to_string()))
+            );
+        }
+        assert_eq!(EventKind::parse("template"), None);
+    }
 }
