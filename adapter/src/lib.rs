@@ -1,13 +1,14 @@
 //! The WhatsApp Cloud API channel adapter.
 //!
-//! Pure translation between Meta's wire format and the neutral `plugboard:channel@0.1.0`
+//! Pure translation between Meta's wire format and the neutral `plugboard:channel@0.1.1`
 //! model: no clock, network, files or state. The same code runs natively (tests, the
 //! `rlib`) and as a `wasm32-wasip2` component (the `cdylib` the host loads).
 //!
 //! Data flow:
 //! - [`decode`]: a webhook body → every entry × change × message/status/error as neutral
-//!   events, each with a dedupe key and a conversation key; other webhook fields are skipped
-//!   and reported, a malformed body is an [`AdapterError`], never a trap.
+//!   events, each with a dedupe key and a conversation key, plus the account-level template
+//!   and number changes (WIT 0.1.1); other webhook fields are skipped and reported, a
+//!   malformed body is an [`AdapterError`], never a trap.
 //! - [`render`]: a neutral output → Graph API `/{phone-number-id}/messages` request specs
 //!   within Meta's limits, degrading deterministically.
 //! - [`classify`]: a Graph API response (or timeout) → a typed send result.
@@ -20,8 +21,8 @@
 #[allow(clippy::crate_in_macro_def)]
 mod bindings {
     wit_bindgen::generate!({
-        path: "../wit/v0.1.0",
-        world: "plugboard:channel/channel-adapter@0.1.0",
+        path: "../wit/v0.1.1",
+        world: "plugboard:channel/channel-adapter@0.1.1",
         additional_derives: [serde::Serialize, serde::Deserialize, PartialEq],
         pub_export_macro: true,
         default_bindings_module: "crate::bindings",

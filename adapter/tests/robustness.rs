@@ -4,7 +4,9 @@
 //!
 //! Invariants checked on every input: `decode` returns (never panics or overflows the
 //! stack), and an `Ok` never holds more events than the body has `messages[]`,
-//! `statuses[]` and `errors[]` items under `entry[].changes[].value`.
+//! `statuses[]` and `errors[]` items under `entry[].changes[].value` plus changes of the
+//! account-level fields (one event each at most), and account events carry no
+//! conversation.
 
 use plugboard_whatsapp::AdapterError;
 use plugboard_whatsapp::decode;
@@ -44,7 +46,16 @@ fn assert_malformed(result: Result<Decoded, AdapterError>) {
     }
 }
 
-/// `messages[]` + `statuses[]` + `errors[]` items under `entry[].changes[].value`.
+/// The account-level webhook fields, whose `value` is one item.
+const ACCOUNT_FIELDS: &[&str] = &[
+    "message_template_status_update",
+    "message_template_quality_update",
+    "template_category_update",
+    "phone_number_quality_update",
+];
+
+/// `messages[]` + `statuses[]` + `errors[]` items under `entry[].changes[].value`, plus one
+/// per change of an account-level field.
 fn item_count(body: &[u8]) -> usize {
     let Ok(root) = serde_json::from_slice::<Value>(body) else {
         return 0;
@@ -56,9 +67,18 @@ fn item_count(body: &[u8]) -> usize {
         .flatten()
         .filter_map(|entry| entry.get("changes").and_then(Value::as_array))
         .flatten()
-        .filter_map(|change| change.get("value"))
-        .map(|value| {
-            arrays(value, "messages") + arrays(value, "statuses") + arrays(value, "errors")
+        .map(|change| {
+            let account = change
+                .get("field")
+                .and_then(Value::as_str)
+                .is_some_and(|f| ACCOUNT_FIELDS.contains(&f));
+            match change.get("value") {
+                Some(_) if account => 1,
+                Some(value) => {
+                    arrays(value, "messages") + arrays(value, "statuses") + arrays(value, "errors")
+                }
+                None => 0,
+            }
         })
         .sum()
 }
@@ -79,6 +99,12 @@ fn check_invariants(body: &[u8]) {
                     .conversation_key
                     .starts_with(&event.business.phone_number_id)
             );
+            if matches!(event.body, EventBody::Template(_) | EventBody::Number(_)) {
+                // Account-level: no conversation, no number id, always the account.
+                assert!(event.conversation_key.is_empty());
+                assert!(event.business.phone_number_id.is_empty());
+                assert!(event.business.account_id.is_some());
+            }
         }
     }
 }

@@ -812,7 +812,7 @@ async fn plugin_installs_are_checked_and_nothing_bad_is_stored() {
     let builtin = &list["plugins"][0];
     assert_eq!(builtin["name"], "whatsapp");
     assert_eq!(builtin["builtin"], true);
-    assert_eq!(builtin["wit_version"], "0.1.0");
+    assert_eq!(builtin["wit_version"], "0.1.1");
     assert_eq!(builtin["used_by"], json!(["shop"]));
     assert!(
         builtin["settings"].as_array().is_some_and(|s| s

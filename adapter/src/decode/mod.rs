@@ -9,11 +9,17 @@
 //! on, so deep nesting is an error, not a stack overflow); each item is then read from that
 //! tree by reference, never cloned whole.
 //!
+//! Changes of the `messages` field carry items; the account-level fields (template status,
+//! quality and category, number quality) carry one change each; every other field is
+//! skipped with its name.
+//!
 //! - [`wire`]: serde structs for Meta's item shapes.
 //! - [`message`]: `messages[]` → message and system events.
 //! - [`status`]: `statuses[]` and `errors[]` → status and channel-error events.
+//! - [`account`]: account-level changes → template and number events.
 //! - [`canonical`]: canonical JSON text and hashes.
 
+mod account;
 mod canonical;
 mod message;
 mod status;
@@ -70,12 +76,13 @@ pub fn decode(body: &[u8]) -> Result<Decoded, AdapterError> {
         skipped: Vec::new(),
     };
     for (i, entry) in entries.iter().enumerate() {
-        decode_entry(&format!("entry[{i}]"), entry, &mut out);
+        decode_entry(i, entry, &mut out);
     }
     Ok(out)
 }
 
-fn decode_entry(path: &str, entry: &Value, out: &mut Decoded) {
+fn decode_entry(i: usize, entry: &Value, out: &mut Decoded) {
+    let path = &format!("entry[{i}]");
     let Some(entry) = entry.as_object() else {
         return skip(
             out,
@@ -84,6 +91,7 @@ fn decode_entry(path: &str, entry: &Value, out: &mut Decoded) {
         );
     };
     let account_id = entry.get("id").and_then(id_text);
+    let time = account::entry_time(entry.get("time"));
     let changes = match entry.get("changes") {
         Some(Value::Array(changes)) => changes,
         Some(other) => {
@@ -96,16 +104,17 @@ fn decode_entry(path: &str, entry: &Value, out: &mut Decoded) {
         None => return skip(out, path, "entry has no `changes`".to_string()),
     };
     for (j, change) in changes.iter().enumerate() {
-        decode_change(
-            &format!("{path}.changes[{j}]"),
-            account_id.as_deref(),
-            change,
-            out,
-        );
+        let origin = account::Origin {
+            account_id: account_id.as_deref(),
+            time,
+            entry: i,
+            change: j,
+        };
+        decode_change(&format!("{path}.changes[{j}]"), &origin, change, out);
     }
 }
 
-fn decode_change(path: &str, account_id: Option<&str>, change: &Value, out: &mut Decoded) {
+fn decode_change(path: &str, origin: &account::Origin, change: &Value, out: &mut Decoded) {
     let Some(change) = change.as_object() else {
         return skip(
             out,
@@ -116,11 +125,20 @@ fn decode_change(path: &str, account_id: Option<&str>, change: &Value, out: &mut
     match change.get("field") {
         Some(Value::String(field)) if field == "messages" => {}
         Some(Value::String(field)) => {
-            return skip(
-                out,
-                path,
-                format!("webhook field {field:?} is not decoded by this adapter"),
-            );
+            let Some(field) = account::Field::parse(field) else {
+                return skip(
+                    out,
+                    path,
+                    format!("webhook field {field:?} is not decoded by this adapter"),
+                );
+            };
+            let Some(value) = change.get("value").and_then(Value::as_object) else {
+                return skip(out, path, "change has no `value` object".to_string());
+            };
+            return match account::decode(field, value, origin) {
+                Ok(event) => out.events.push(event),
+                Err(reason) => skip(out, &format!("{path}.value"), reason),
+            };
         }
         Some(other) => {
             return skip(
@@ -150,7 +168,7 @@ fn decode_change(path: &str, account_id: Option<&str>, change: &Value, out: &mut
         display_number: metadata
             .and_then(|m| m.get("display_phone_number"))
             .and_then(id_text),
-        account_id: account_id.map(str::to_string),
+        account_id: origin.account_id.map(str::to_string),
     };
 
     let mut contacts = Vec::new();

@@ -1,8 +1,10 @@
 //! Meta's webhook wire format, item by item: serde structs for one `messages[]`,
-//! `statuses[]` or `errors[]` element and the objects inside them, plus the lenient
-//! scalar readers Meta's payloads need (timestamps as strings or numbers, codes and
-//! quantities that sometimes arrive quoted). Unknown fields are ignored everywhere; a field
-//! of the wrong type fails the one item it belongs to, never the batch.
+//! `statuses[]` or `errors[]` element and the objects inside them, the `value` of the
+//! account-level changes (template status, quality and category, number quality), plus the
+//! lenient scalar readers Meta's payloads need (timestamps as strings or numbers, codes and
+//! quantities that sometimes arrive quoted, template ids that arrive as numbers). Unknown
+//! fields are ignored everywhere; a field of the wrong type fails the one item it belongs
+//! to, never the batch.
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
@@ -55,6 +57,13 @@ pub fn json_text<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
 /// An identifier Meta sends as a string (occasionally as a bare number in test tools).
 pub fn id_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     d.deserialize_any(IdVisitor)
+}
+
+/// An optional text value Meta may send as a string or a bare number (tier names, dates):
+/// numbers are kept as their decimal text; `null`, absent or empty → `None`.
+pub fn opt_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    let text = d.deserialize_option(OptVisitor(IdVisitor))?;
+    Ok(text.filter(|t| !t.is_empty()))
 }
 
 struct UnsignedVisitor(&'static str);
@@ -186,6 +195,12 @@ impl Clone for UnsignedVisitor {
     }
 }
 impl Copy for UnsignedVisitor {}
+impl Clone for IdVisitor {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl Copy for IdVisitor {}
 impl Clone for BoolVisitor {
     fn clone(&self) -> Self {
         *self
@@ -532,4 +547,95 @@ pub struct Pricing {
     pub category: Option<String>,
     #[serde(rename = "type")]
     pub kind: Option<String>,
+}
+
+// ------------------------------------------------------------------ account changes
+
+/// `message_template_status_update`: `{event, message_template_id, message_template_name,
+/// message_template_language, reason, other_info?, rejection_info?, disable_info?}`.
+#[derive(Deserialize, Debug)]
+pub struct TemplateStatus {
+    pub event: String,
+    #[serde(deserialize_with = "id_string")]
+    pub message_template_id: String,
+    pub message_template_name: String,
+    pub message_template_language: String,
+    #[serde(default, deserialize_with = "opt_text")]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub other_info: Option<OtherInfo>,
+    #[serde(default)]
+    pub rejection_info: Option<RejectionInfo>,
+    #[serde(default)]
+    pub disable_info: Option<DisableInfo>,
+}
+
+/// `other_info` of a paused, locked or unlocked template.
+#[derive(Deserialize, Debug, Default)]
+#[serde(default)]
+pub struct OtherInfo {
+    #[serde(deserialize_with = "opt_text")]
+    pub title: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub description: Option<String>,
+}
+
+/// `rejection_info` of a template rejected for its format.
+#[derive(Deserialize, Debug, Default)]
+#[serde(default)]
+pub struct RejectionInfo {
+    #[serde(deserialize_with = "opt_text")]
+    pub reason: Option<String>,
+    #[serde(deserialize_with = "opt_text")]
+    pub recommendation: Option<String>,
+}
+
+/// `disable_info` of a disabled template (`disable_date`: unix seconds or a date).
+#[derive(Deserialize, Debug, Default)]
+#[serde(default)]
+pub struct DisableInfo {
+    #[serde(deserialize_with = "opt_text")]
+    pub disable_date: Option<String>,
+}
+
+/// `message_template_quality_update`.
+#[derive(Deserialize, Debug)]
+pub struct TemplateQuality {
+    #[serde(deserialize_with = "id_string")]
+    pub message_template_id: String,
+    pub message_template_name: String,
+    pub message_template_language: String,
+    #[serde(default, deserialize_with = "opt_text")]
+    pub previous_quality_score: Option<String>,
+    pub new_quality_score: String,
+}
+
+/// `template_category_update`: a completed change has `previous_category` and
+/// `new_category`; an impending one (24 hours ahead) has `correct_category`, with
+/// `new_category` holding the category still in force.
+#[derive(Deserialize, Debug)]
+pub struct TemplateCategory {
+    #[serde(deserialize_with = "id_string")]
+    pub message_template_id: String,
+    pub message_template_name: String,
+    pub message_template_language: String,
+    #[serde(default, deserialize_with = "opt_text")]
+    pub previous_category: Option<String>,
+    pub new_category: String,
+    #[serde(default, deserialize_with = "opt_text")]
+    pub correct_category: Option<String>,
+}
+
+/// `phone_number_quality_update`. Other keys (`old_limit`,
+/// `max_daily_conversation_per_phone`, …) are ignored.
+#[derive(Deserialize, Debug)]
+pub struct NumberQuality {
+    #[serde(default, deserialize_with = "opt_text")]
+    pub display_phone_number: Option<String>,
+    pub event: String,
+    /// Deprecated by Meta (February 2026) for `max_daily_conversations_per_business`.
+    #[serde(default, deserialize_with = "opt_text")]
+    pub current_limit: Option<String>,
+    #[serde(default, deserialize_with = "opt_text")]
+    pub max_daily_conversations_per_business: Option<String>,
 }

@@ -217,6 +217,67 @@ pub async fn campaign_loop(shared: Arc<Shared>) {
     }
 }
 
+/// Applies account-level webhook items (template status, quality and category changes;
+/// a number's quality or messaging-limit change) to the stored accounts, then rebuilds
+/// the catalogue. An item for an account the host does not know is only logged.
+pub async fn apply_account_events(shared: &Shared, rows: &[crate::store::EventRow]) {
+    use crate::plugins::types::{Event, EventBody, TemplateChange as Wire};
+    use crate::store::business::TemplateChange;
+
+    let mut changed = false;
+    for row in rows {
+        let Ok(event) = serde_json::from_str::<Event>(&row.body) else {
+            tracing::warn!(event = row.id, "an account event cannot be read");
+            continue;
+        };
+        let account = event.business.account_id.clone().unwrap_or_default();
+        let result = match &event.body {
+            EventBody::Template(t) => {
+                let change = match &t.change {
+                    Wire::Status(s) => TemplateChange::Status(s.status.clone()),
+                    Wire::Quality(q) => TemplateChange::Quality(q.current.clone()),
+                    Wire::Category(c) => TemplateChange::Category(c.current.clone()),
+                };
+                tracing::info!(%account, template = %t.name, language = %t.language, ?change, "template changed at Meta");
+                shared
+                    .store
+                    .update_template(&account, &t.template_id, &t.name, &t.language, change)
+                    .await
+            }
+            EventBody::Number(n) => {
+                let digits: String = n
+                    .display_number
+                    .as_deref()
+                    .unwrap_or_default()
+                    .chars()
+                    .filter(char::is_ascii_digit)
+                    .collect();
+                let quality = match n.event.as_str() {
+                    "FLAGGED" => Some("RED".to_string()),
+                    "UNFLAGGED" => Some("GREEN".to_string()),
+                    _ => None,
+                };
+                tracing::info!(%account, event = %n.event, limit = ?n.messaging_limit, "number changed at Meta");
+                shared
+                    .store
+                    .update_number(&account, &digits, n.messaging_limit.clone(), quality)
+                    .await
+            }
+            _ => Ok(false),
+        };
+        match result {
+            Ok(true) => changed = true,
+            Ok(false) => {
+                tracing::info!(event = row.id, %account, "account event for nothing stored here (set up and sync the account)");
+            }
+            Err(e) => tracing::warn!(event = row.id, "cannot apply an account event: {e}"),
+        }
+    }
+    if changed && let Err(e) = shared.business.reload(shared.store.as_ref()) {
+        tracing::warn!("cannot reload the template catalogue: {e}");
+    }
+}
+
 fn campaign_metrics(shared: &Shared) {
     let Ok(campaigns) = shared.store.campaigns(None) else {
         return;

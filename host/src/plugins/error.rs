@@ -47,10 +47,21 @@ pub enum PluginError {
         kind: FailureKind,
         detail: String,
     },
+    /// A value could not be converted between the host's WIT version and the older one the
+    /// plugin was built against (an argument using a newer addition). The plugin was not
+    /// called, or its answer was dropped; the plugin itself is fine.
+    #[error("plugin {plugin} {version} (WIT {wit_version}): `{call}`: {detail}")]
+    Incompatible {
+        plugin: String,
+        version: String,
+        wit_version: String,
+        call: &'static str,
+        detail: String,
+    },
 }
 
 impl PluginError {
-    /// The failure kind of a call error, `None` for load errors.
+    /// The failure kind of a call error, `None` for load and conversion errors.
     pub fn failure_kind(&self) -> Option<FailureKind> {
         match self {
             PluginError::Call { kind, .. } => Some(*kind),

@@ -2,10 +2,11 @@
 //! of warm instances, and calls under the plugin's limits with failures turned into
 //! [`PluginError`]s.
 //!
-//! Load ([`prepare`]): compile → find the world's export and its version (refusing any
+//! Load: [`compile`] → find the plugin kind's export and its WIT version (refusing any
 //! other world with the list of what the component exports, and saying so when it is another
-//! kind of Plugboard plugin) → link against the deny-all linker (refusing imports the host
-//! does not provide) → pre-instantiate.
+//! kind of Plugboard plugin); the caller picks the bindings of that version
+//! ([`Compiled::exports`]) → [`prepare`]: link against the deny-all linker (refusing imports
+//! the host does not provide) → pre-instantiate.
 //!
 //! Call ([`InstancePool::call`]): take a warm instance from the pool (or instantiate one
 //! from the pre-instantiated component), reset its deadline, call, and put it back. An
@@ -16,11 +17,10 @@
 use std::sync::{Arc, Mutex};
 
 use wasmtime::Store;
-use wasmtime::component::InstancePre;
 use wasmtime::component::types::ComponentItem;
+use wasmtime::component::{Component, InstancePre};
 
-use super::bindings::v0_1::hook::{TransformerHook, TransformerHookPre};
-use super::bindings::v0_1::{self, ChannelAdapter, ChannelAdapterPre};
+use super::bindings::{latest, v0_1_0, v0_1_1};
 use super::engine::{HostState, PluginLimits, PluginRuntime};
 use super::{FailureKind, PluginError};
 
@@ -33,15 +33,16 @@ const POOL_SIZE: usize = 8;
 
 /// The kinds of Plugboard plugin, by the export that marks them, for refusal messages.
 const KNOWN_KINDS: &[(&str, &str)] = &[
-    (v0_1::ADAPTER_EXPORT_PREFIX, "a channel adapter"),
-    (v0_1::HOOK_EXPORT_PREFIX, "a transformer hook"),
+    (latest::ADAPTER_EXPORT_PREFIX, "a channel adapter"),
+    (latest::HOOK_EXPORT_PREFIX, "a transformer hook"),
 ];
 
 /// A generated world binding the pool can instantiate.
 pub(crate) trait WorldBindings: Sized + 'static {
     /// The bindings' pre-instantiated form (`…Pre<HostState>`).
     type Pre: Send + Sync;
-    /// Export name prefix a component must carry, e.g. `plugboard:channel/adapter@0.1.`.
+    /// Export name prefix a component must carry, e.g. `plugboard:channel/adapter@0.1.`:
+    /// the plugin kind in every version of the supported minor version.
     const EXPORT_PREFIX: &'static str;
     /// The exact export name the bindings look up.
     const EXPORT: &'static str;
@@ -50,70 +51,123 @@ pub(crate) trait WorldBindings: Sized + 'static {
     fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self>;
 }
 
-impl WorldBindings for ChannelAdapter {
-    type Pre = ChannelAdapterPre<HostState>;
-    const EXPORT_PREFIX: &'static str = v0_1::ADAPTER_EXPORT_PREFIX;
-    const EXPORT: &'static str = v0_1::ADAPTER_EXPORT;
+/// Implements [`WorldBindings`] for one version's generated world.
+macro_rules! world_bindings {
+    ($world:ty, $pre:ty, $prefix:expr, $export:expr) => {
+        impl WorldBindings for $world {
+            type Pre = $pre;
+            const EXPORT_PREFIX: &'static str = $prefix;
+            const EXPORT: &'static str = $export;
 
-    fn new_pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        ChannelAdapterPre::new(pre)
-    }
+            fn new_pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
+                <$pre>::new(pre)
+            }
 
-    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
-        pre.instantiate(store)
+            fn instantiate(
+                pre: &Self::Pre,
+                store: &mut Store<HostState>,
+            ) -> wasmtime::Result<Self> {
+                pre.instantiate(store)
+            }
+        }
+    };
+}
+
+world_bindings!(
+    v0_1_0::ChannelAdapter,
+    v0_1_0::ChannelAdapterPre<HostState>,
+    v0_1_0::ADAPTER_EXPORT_PREFIX,
+    v0_1_0::ADAPTER_EXPORT
+);
+world_bindings!(
+    v0_1_1::ChannelAdapter,
+    v0_1_1::ChannelAdapterPre<HostState>,
+    v0_1_1::ADAPTER_EXPORT_PREFIX,
+    v0_1_1::ADAPTER_EXPORT
+);
+world_bindings!(
+    v0_1_0::hook::TransformerHook,
+    v0_1_0::hook::TransformerHookPre<HostState>,
+    v0_1_0::HOOK_EXPORT_PREFIX,
+    v0_1_0::HOOK_EXPORT
+);
+world_bindings!(
+    v0_1_1::hook::TransformerHook,
+    v0_1_1::hook::TransformerHookPre<HostState>,
+    v0_1_1::HOOK_EXPORT_PREFIX,
+    v0_1_1::HOOK_EXPORT
+);
+
+/// A compiled component and the plugin kind's export it carries, not yet linked.
+pub(crate) struct Compiled {
+    component: Component,
+    /// The export that marks the plugin kind, e.g. `plugboard:channel/adapter@0.1.0`.
+    export: String,
+    /// The WIT package version of that export, e.g. `0.1.0`.
+    pub wit_version: String,
+}
+
+impl Compiled {
+    /// Whether the component exports exactly what world `B` looks up, i.e. was built
+    /// against `B`'s version.
+    pub fn exports<B: WorldBindings>(&self) -> bool {
+        self.export == B::EXPORT
     }
 }
 
-impl WorldBindings for TransformerHook {
-    type Pre = TransformerHookPre<HostState>;
-    const EXPORT_PREFIX: &'static str = v0_1::HOOK_EXPORT_PREFIX;
-    const EXPORT: &'static str = v0_1::HOOK_EXPORT;
+/// Compiles and finds the export of world `B`'s plugin kind in any version `B`'s prefix
+/// covers (e.g. `plugboard:channel/adapter@0.1.` + patch), and that version.
+pub(crate) fn compile<B: WorldBindings>(
+    runtime: &PluginRuntime,
+    bytes: &[u8],
+) -> Result<Compiled, PluginError> {
+    let export_prefix = B::EXPORT_PREFIX;
+    let component = runtime.compile(bytes)?;
+    let engine = runtime.engine();
+    let component_type = component.component_type();
+    let (export, wit_version) = component_type
+        .exports(engine)
+        .find_map(|(name, _)| {
+            name.strip_prefix(export_prefix)?;
+            // The version is what follows the export name's `@`.
+            let (_, version) = name.rsplit_once('@')?;
+            Some((name.to_string(), version.to_string()))
+        })
+        .ok_or_else(|| PluginError::WrongWorld {
+            expected: format!("{export_prefix}x"),
+            found: describe_exports(&component_type, engine),
+        })?;
+    Ok(Compiled {
+        component,
+        export,
+        wit_version,
+    })
+}
 
-    fn new_pre(pre: InstancePre<HostState>) -> wasmtime::Result<Self::Pre> {
-        TransformerHookPre::new(pre)
-    }
-
-    fn instantiate(pre: &Self::Pre, store: &mut Store<HostState>) -> wasmtime::Result<Self> {
-        pre.instantiate(store)
-    }
+/// Links `compiled` against the deny-all linker (checking its imports) and pre-instantiates
+/// it with world `B`'s bindings (checking the export's types).
+pub(crate) fn prepare<B: WorldBindings>(
+    runtime: &PluginRuntime,
+    compiled: Compiled,
+) -> Result<Prepared<B>, PluginError> {
+    let engine = runtime.engine();
+    let instance_pre = runtime
+        .linker()
+        .instantiate_pre(&compiled.component)
+        .map_err(|e| PluginError::Imports(format!("{e:#}")))?;
+    let pre = B::new_pre(instance_pre).map_err(|e| PluginError::WrongWorld {
+        expected: B::EXPORT.to_string(),
+        found: format!(
+            "{} ({e:#})",
+            describe_exports(&compiled.component.component_type(), engine)
+        ),
+    })?;
+    Ok(Prepared { pre })
 }
 
 /// A component checked against world `B`, pre-instantiated, not yet called.
 pub(crate) struct Prepared<B: WorldBindings> {
     pub pre: B::Pre,
-    /// The WIT package version the component was built against, e.g. `0.1.0`.
-    pub wit_version: String,
-}
-
-/// Compiles, checks the export of world `B` and its imports, and pre-instantiates.
-pub(crate) fn prepare<B: WorldBindings>(
-    runtime: &PluginRuntime,
-    bytes: &[u8],
-) -> Result<Prepared<B>, PluginError> {
-    let component = runtime.compile(bytes)?;
-    let engine = runtime.engine();
-    let component_type = component.component_type();
-
-    let wit_version = component_type
-        .exports(engine)
-        .find_map(|(name, _)| {
-            name.strip_prefix(B::EXPORT_PREFIX)
-                .map(|patch| format!("0.1.{patch}"))
-        })
-        .ok_or_else(|| PluginError::WrongWorld {
-            expected: format!("{}x", B::EXPORT_PREFIX),
-            found: describe_exports(&component_type, engine),
-        })?;
-
-    let instance_pre = runtime
-        .linker()
-        .instantiate_pre(&component)
-        .map_err(|e| PluginError::Imports(format!("{e:#}")))?;
-    let pre = B::new_pre(instance_pre).map_err(|e| PluginError::WrongWorld {
-        expected: B::EXPORT.to_string(),
-        found: format!("{} ({e:#})", describe_exports(&component_type, engine)),
-    })?;
-    Ok(Prepared { pre, wit_version })
 }
 
 /// One instance and its store.

@@ -4,12 +4,16 @@
 //! - [`engine`]: the one wasmtime [`Engine`](wasmtime::Engine) of the process, its epoch
 //!   ticker, the deny-all WASI linker and the per-store limits. Every store is built there,
 //!   so no caller can forget a deadline or a memory cap.
-//! - [`bindings`]: one module per supported WIT version (`v0_1` for
-//!   `plugboard:channel@0.1.x`), plus `latest`, the neutral types the rest of the host uses.
+//! - [`bindings`]: one module per supported WIT version (`v0_1_0` for
+//!   `plugboard:channel@0.1.0`, `v0_1_1` for 0.1.1), plus `latest`, the neutral types the
+//!   rest of the host uses.
+//! - [`convert`]: values of an older version into `latest`'s types and back, through their
+//!   shared serde form.
 //! - [`instance`]: what every plugin kind shares: load checks (export, imports), a small
 //!   pool of warm instances and calls under limits.
 //! - [`adapter`]: [`AdapterPlugin`], a checked, pre-instantiated adapter exposing typed
-//!   `info`/`handshake`/`decode`/`render`/`classify` calls.
+//!   `info`/`handshake`/`decode`/`render`/`classify` calls in the latest types, whatever
+//!   0.1.x version the component was built against.
 //! - [`hook`]: [`HookPlugin`], a transformer hook (`on-input`, `on-output`,
 //!   `on-execution-finished`) with its own tighter limits ([`PluginLimits::hook_default`]).
 //!
@@ -18,6 +22,7 @@
 
 pub mod adapter;
 pub mod bindings;
+pub(crate) mod convert;
 pub mod engine;
 mod error;
 pub mod hook;

@@ -11,7 +11,7 @@
 //!   missing_signature, too_large, unknown_endpoint, store_unavailable, handshake_ok,
 //!   handshake_refused;
 //! - `events_total{endpoint,kind}`: the store's event kinds (message, status, system, error,
-//!   send_failed);
+//!   send_failed, account);
 //! - `sends_total{endpoint,outcome}`: sent, retry, window_closed, template_fallback, dead,
 //!   auth_failed, …;
 //! - `queue_depth{queue}`: inbox, events, outbox, dead_letters;

@@ -7,8 +7,8 @@
 //!   the inbox rows done, or dead letters for bodies the adapter refused or trapped on.
 //! - **Dispatch** ([`dispatch`]): each newly recorded event goes where it belongs: messages
 //!   and `send_failed` notes to their conversation's worker (in order, see
-//!   [`super::workers`]); statuses to [`apply_statuses`]; system notices and channel errors
-//!   are logged and marked done.
+//!   [`super::workers`]); statuses to [`apply_statuses`]; system notices, channel errors and
+//!   account changes (template and number updates) are logged and marked done.
 //! - **Statuses** are applied monotonically to the outbox by the store. A `failed` status
 //!   with Meta's 131047 (the 24-hour window closed) is reconciled like a synchronous one:
 //!   the configured template goes out instead, or the row becomes a dead letter.
@@ -208,6 +208,11 @@ fn decode_body(shared: &Shared, endpoint: &Endpoint, body: &[u8]) -> DemuxOutcom
             (_, EventBody::Status(_)) => (EventKind::Status, String::new()),
             (_, EventBody::System(s)) => (EventKind::System, user_key(endpoint, &s.user)),
             (_, EventBody::Error(_)) => (EventKind::Error, String::new()),
+            // Account-level (WIT 0.1.1; no number, so always here): applied to the stored
+            // accounts by dispatch.
+            (_, EventBody::Template(_) | EventBody::Number(_)) => {
+                (EventKind::Account, String::new())
+            }
         };
         let body = match serde_json::to_string(&event) {
             Ok(body) => body,
@@ -248,6 +253,7 @@ fn user_key(endpoint: &Endpoint, user: &crate::plugins::types::User) -> String {
 /// Sends newly recorded events on their way.
 pub async fn dispatch(shared: &Arc<Shared>, rows: Vec<EventRow>) {
     let mut statuses = Vec::new();
+    let mut accounts = Vec::new();
     let mut done = Vec::new();
     for row in rows {
         shared
@@ -261,6 +267,7 @@ pub async fn dispatch(shared: &Arc<Shared>, rows: Vec<EventRow>) {
                 shared.workers.enqueue(shared, key, Job::Event(row));
             }
             EventKind::Status => statuses.push(row),
+            EventKind::Account => accounts.push(row),
             _ => {
                 tracing::info!(endpoint = %row.endpoint, kind = row.kind.as_str(), event = row.id, "event recorded");
                 done.push(row.id);
@@ -272,6 +279,10 @@ pub async fn dispatch(shared: &Arc<Shared>, rows: Vec<EventRow>) {
         shared
             .clone()
             .track(async move { apply_statuses(&shared, statuses).await });
+    }
+    if !accounts.is_empty() {
+        crate::business::apply_account_events(shared, &accounts).await;
+        done.extend(accounts.iter().map(|r| r.id));
     }
     if !done.is_empty() {
         mark_done(shared, done).await;

@@ -57,6 +57,9 @@ pub enum EventKind {
     SendFailed,
     /// For a phone number no endpoint serves: stored and reported, never answered.
     Unowned,
+    /// An account-level change (WIT 0.1.1: a template's status, quality or category, a
+    /// business number's quality or limit). Belongs to no conversation.
+    Account,
 }
 
 impl EventKind {
@@ -68,6 +71,7 @@ impl EventKind {
             EventKind::Error => "error",
             EventKind::SendFailed => "send_failed",
             EventKind::Unowned => "unowned",
+            EventKind::Account => "account",
         }
     }
 
@@ -79,6 +83,7 @@ impl EventKind {
             "error" => EventKind::Error,
             "send_failed" => EventKind::SendFailed,
             "unowned" => EventKind::Unowned,
+            "account" => EventKind::Account,
             _ => return None,
         })
     }
@@ -94,7 +99,7 @@ pub struct InboxRow {
 }
 
 /// An event to record. `conversation` is the session user (`SessionKey::user`); empty for
-/// events that belong to no conversation (channel errors).
+/// events that belong to no conversation (statuses, channel errors, account changes).
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
     /// Recorded under this endpoint instead of the inbox row's: the webhook came in at one
@@ -420,4 +425,29 @@ pub trait Store: admin::AdminStore + business::BusinessStore + Send + Sync + 'st
 
     /// A cheap round trip through the writer (readiness).
     fn ping(&self) -> StoreFuture<'_, ()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventKind;
+
+    #[test]
+    fn event_kinds_round_trip_through_their_stored_names() {
+        for kind in [
+            EventKind::Message,
+            EventKind::Status,
+            EventKind::System,
+            EventKind::Error,
+            EventKind::SendFailed,
+            EventKind::Account,
+        ] {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+            // The serde name (admin JSON) is the stored name.
+            assert_eq!(
+                serde_json::to_value(kind).ok(),
+                Some(serde_json::Value::String(kind.as_str().to_string()))
+            );
+        }
+        assert_eq!(EventKind::parse("template"), None);
+    }
 }
