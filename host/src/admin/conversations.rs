@@ -489,7 +489,11 @@ async fn queue_message(
     action: fn(BotOutput) -> AdminAction,
 ) -> ApiResult<(StatusCode, axum::Json<Queued>)> {
     known_endpoint(shared, id).await?;
-    let output = message(body)?;
+    let output = match body.template.as_ref().filter(|t| !t.values.is_empty()) {
+        Some(t) => template_by_values(shared, id, t)?,
+        None => message(body)?,
+    };
+    check_template(shared, id, &output)?;
     check_window(shared, id, user, &output).await?;
     let outbox_ids = act(shared, id, user, action(output)).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(Queued { outbox_ids })))
@@ -519,6 +523,40 @@ async fn inject(
     };
     let outbox_ids = act(&shared, &id, &user, action).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(Queued { outbox_ids })))
+}
+
+/// A template send from values by placeholder, built from the synced template.
+fn template_by_values(shared: &Arc<Shared>, id: &str, t: &TemplateRef) -> ApiResult<BotOutput> {
+    let endpoint = shared.endpoints.get(id).ok_or_else(|| {
+        ApiError::conflict("endpoint_unavailable", format!("`{id}` is not served"))
+    })?;
+    let found = shared
+        .business
+        .catalogue
+        .find(&endpoint.config, &t.name, &t.language)
+        .map_err(|e| ApiError::unprocessable("template_invalid", e))?;
+    let crate::business::templates::Check::Valid(spec) = found else {
+        return Err(ApiError::unprocessable(
+            "template_invalid",
+            "template.values needs the endpoint's account set up with its templates synced",
+        ));
+    };
+    spec.build(&t.values)
+        .map(BotOutput::Template)
+        .map_err(|e| ApiError::unprocessable("template_invalid", e))
+}
+
+/// A template send must fit the stored template (once the endpoint's account is known):
+/// 422 `template_invalid` before anything is queued.
+fn check_template(shared: &Arc<Shared>, id: &str, output: &BotOutput) -> ApiResult<()> {
+    let (BotOutput::Template(t), Some(endpoint)) = (output, shared.endpoints.get(id)) else {
+        return Ok(());
+    };
+    shared
+        .business
+        .catalogue
+        .check(&endpoint.config, t)
+        .map_err(|e| ApiError::unprocessable("template_invalid", e))
 }
 
 fn message(body: MessageBody) -> ApiResult<BotOutput> {

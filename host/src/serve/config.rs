@@ -186,6 +186,10 @@ pub struct TemplateRef {
     /// Values for the body's `{{1}}`, `{{2}}`, … in order.
     #[serde(default)]
     pub body_params: Vec<String>,
+    /// Or values by placeholder, as in a campaign upload: `1`, `body.2`, `first_name`,
+    /// `header`, `button.0` (needs the template in the endpoint's synced account).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub values: std::collections::BTreeMap<String, String>,
 }
 
 /// `[endpoints.handover]`: overrides of [`HandoverConfig::default`]; absent keys keep it.
@@ -1163,6 +1167,7 @@ path = "/abs/b.wasm"
                 name: "reengage".into(),
                 language: "en_US".into(),
                 body_params: vec!["there".into()],
+                values: Default::default(),
             })
         );
         assert_eq!(e.transformer_policy, FailurePolicy::Abort);
