@@ -33,8 +33,9 @@ const API_APP_SECRET: &str = "apiAppSecret-5f6e7d8c9b0a-qrst";
 const API_VERIFY_TOKEN: &str = "apiVerifyToken-1234-5678-mnop";
 const SECOND_PNID: &str = "200000000000002";
 
-fn secrets() -> [&'static str; 6] {
+fn secrets() -> [&'static str; 7] {
     [
+        crate::business::SYSTEM_TOKEN,
         ACCESS_TOKEN,
         SECRET,
         ADMIN_TOKEN,

@@ -3,16 +3,19 @@
 
 use std::time::{Duration, Instant};
 
-use plugboard_tests::mock_graph::describe;
+use plugboard_tests::mock_graph::{
+    MockAccount, MockGraph, MockNumber, MockTemplate, Reply, describe,
+};
 use plugboard_tests::webhook;
+use serde_json::{Value, json};
 
 use crate::admin::{Admin, wait_sends};
 use plugboard::serve::Server;
 use plugboard::serve::config::ServeConfig;
 
 use crate::serve::{
-    SECRET, SETTLE, WAIT, client, config_toml, send_text, start_host, support_flow, temp_dir,
-    webhook_url,
+    ACCESS_TOKEN, ADMIN_TOKEN, PNID, SECRET, SETTLE, VERIFY_TOKEN, WAIT, client, config_toml,
+    send_text, start_host, support_flow, temp_dir, webhook_url,
 };
 
 /// A second endpoint on another number, sharing the app (and so the callback's secret).
@@ -151,6 +154,510 @@ async fn stop_and_start_change_the_opt_out_list() {
         .await;
     assert_eq!(status, 422, "{answer:#}");
     assert_eq!(answer["error"]["code"], "template_unknown");
+    server.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The system-user token the mock grants accounts to (a secret: never in an answer).
+pub(crate) const SYSTEM_TOKEN: &str = "EAAsystem-user-token-0123456789";
+
+fn mock_accounts(mock: &MockGraph) {
+    mock.add_account(
+        MockAccount::new("1001", "Shop WABA")
+            .with_portfolio("portfolio-1")
+            .with_numbers([
+                MockNumber {
+                    messaging_limit_tier: "TIER_UNLIMITED".into(),
+                    ..MockNumber::new(PNID, "+1 555-078-3881")
+                },
+                MockNumber::new("300300300", "+1 555-000-0300"),
+                MockNumber::new("400400400", "+1 555-000-0400"),
+            ])
+            .with_templates([
+                MockTemplate {
+                    components: json!([{"type": "BODY", "text": "Hi {{1}}, 10% off today"}]),
+                    ..MockTemplate::approved("t1", "promo", "en_US")
+                },
+                MockTemplate {
+                    components: json!([
+                        {"type": "BODY", "text": "Order {{1}} ships {{2}}"},
+                        {"type": "BUTTONS", "buttons": [{"type": "URL", "text": "Track", "url": "https://x.test/{{1}}"}]}
+                    ]),
+                    ..MockTemplate::approved("t2", "order_update", "en_US")
+                },
+                MockTemplate::new("t3", "paused_one", "en_US", "MARKETING", "PAUSED"),
+            ]),
+    );
+    mock.add_account(MockAccount::new("1002", "Other WABA"));
+    mock.grant(SYSTEM_TOKEN, &["1001", "1002"]);
+}
+
+async fn setup(admin: &Admin, mock: &MockGraph) -> (u16, Value) {
+    admin
+        .post(
+            "/accounts/setup",
+            json!({"access_token": SYSTEM_TOKEN, "graph_api_base": mock.base_url()}),
+        )
+        .await
+}
+
+fn assert_code(answer: &(u16, Value), status: u16, code: &str) {
+    assert_eq!(answer.0, status, "{:#}", answer.1);
+    assert_eq!(answer.1["error"]["code"], code, "{:#}", answer.1);
+    assert!(
+        !answer.1.to_string().contains(SYSTEM_TOKEN),
+        "token leaked: {:#}",
+        answer.1
+    );
+}
+
+/// Every management call against the mock Graph API: discovery with paging, subscription,
+/// removal, templates, the Webitel form, and Meta's 190, 200 and 100 errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_and_templates_are_managed_through_the_graph_api() {
+    let (server, mock, dir) = start_host("").await;
+    mock_accounts(&mock);
+    let admin = Admin::new(&server);
+
+    // Meta's errors, each as our code, nothing stored.
+    mock.fail_next("debug_token", Reply::token_expired());
+    assert_code(&setup(&admin, &mock).await, 422, "access_token_invalid");
+    mock.fail_next("phone_numbers", Reply::permission_denied());
+    assert_code(&setup(&admin, &mock).await, 422, "permission_missing");
+    assert_eq!(admin.get("/accounts").await.1["accounts"], json!([]));
+
+    let (status, answer) = setup(&admin, &mock).await;
+    assert_eq!(status, 200, "{answer:#}");
+    assert!(!answer.to_string().contains(SYSTEM_TOKEN));
+    let accounts = answer["accounts"].as_array().expect("accounts");
+    assert_eq!(accounts.len(), 2);
+    let shop = accounts.iter().find(|a| a["id"] == "1001").expect("1001");
+    assert_eq!(shop["portfolio"], "portfolio-1");
+    assert_eq!(shop["subscribed"], false);
+    assert_eq!(shop["token"], "********6789");
+    let numbers = shop["numbers"].as_array().expect("numbers");
+    assert_eq!(numbers.len(), 3, "all pages read: {shop:#}");
+    let own = numbers
+        .iter()
+        .find(|n| n["id"] == PNID)
+        .expect("shop's number");
+    assert_eq!(own["endpoint"], "shop");
+    assert_eq!(own["messaging_limit_tier"], "TIER_UNLIMITED");
+    assert_eq!(own["quality_rating"], "GREEN");
+    assert_eq!(own["throughput_level"], "STANDARD");
+    // Paged with the cursor against our base URL, the token only in the header.
+    let pages: Vec<_> = mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/1001/phone_numbers") && r.status == Some(200))
+        .collect();
+    assert_eq!(pages.len(), 2, "{}", describe(&mock.requests()));
+    assert!(pages[1].query_param("after").is_some());
+    assert!(mock.requests().iter().all(|r| {
+        r.query
+            .as_deref()
+            .is_none_or(|q| !q.contains("access_token"))
+            && r.authorization().is_some()
+    }));
+
+    // Subscribe and unsubscribe (and Meta refusing one with 100).
+    assert_eq!(
+        admin.post("/accounts/1001/subscribe", json!({})).await.1["subscribed"],
+        true
+    );
+    assert!(mock.account_state("1001").expect("state").subscribed);
+    mock.fail_next(
+        "subscribed_apps",
+        Reply::invalid_parameter("Unsupported post request"),
+    );
+    assert_code(
+        &admin.post("/accounts/1001/unsubscribe", json!({})).await,
+        422,
+        "invalid_parameter",
+    );
+    assert_eq!(
+        admin.post("/accounts/1001/unsubscribe", json!({})).await.1["subscribed"],
+        false
+    );
+    assert!(!mock.account_state("1001").expect("state").subscribed);
+
+    // Templates: every page synced, one created (pending), a duplicate refused, one deleted.
+    let (status, synced) = admin.post("/accounts/1001/templates/sync", json!({})).await;
+    assert_eq!(status, 200, "{synced:#}");
+    assert_eq!(synced["templates"].as_array().map(Vec::len), Some(3));
+    let body = json!({"name": "welcome", "language": "en_US", "category": "UTILITY",
+        "components": [{"type": "BODY", "text": "Welcome {{1}}"}]});
+    let (status, created) = admin.post("/accounts/1001/templates", body.clone()).await;
+    assert_eq!(status, 201, "{created:#}");
+    assert_eq!(created["status"], "PENDING");
+    assert_code(
+        &admin.post("/accounts/1001/templates", body).await,
+        422,
+        "invalid_parameter",
+    );
+    assert_code(
+        &admin
+            .post(
+                "/accounts/1001/templates",
+                json!({"name": "Bad Name", "language": "en_US",
+            "category": "UTILITY", "components": []}),
+            )
+            .await,
+        400,
+        "invalid_field",
+    );
+    assert_eq!(
+        admin.get("/accounts/1001/templates").await.1["templates"]
+            .as_array()
+            .map(Vec::len),
+        Some(4)
+    );
+    assert_eq!(
+        admin.delete("/accounts/1001/templates/welcome").await.0,
+        204
+    );
+    assert!(
+        mock.account_state("1001")
+            .expect("state")
+            .template("welcome", "en_US")
+            .is_none()
+    );
+    assert_code(
+        &admin.delete("/accounts/1001/templates/welcome").await,
+        404,
+        "not_found",
+    );
+    // An agent's template send is checked against the synced template before it is queued.
+    let send = "/endpoints/shop/conversations/15550077/send";
+    let wrong =
+        json!({"template": {"name": "order_update", "language": "en_US", "body_params": ["A-1"]}});
+    assert_code(&admin.post(send, wrong).await, 422, "template_invalid");
+    let unknown = json!({"template": {"name": "nope", "language": "en_US"}});
+    assert_code(&admin.post(send, unknown).await, 422, "template_invalid");
+    let right = json!({"template": {"name": "order_update", "language": "en_US",
+        "values": {"1": "A-1", "2": "today", "button.0": "A-1"}}});
+    let (status, queued) = admin.post(send, right).await;
+    assert_eq!(status, 202, "{queued:#}");
+    let sent = wait_sends(&mock, 1, |b| b["to"] == "15550077").await;
+    assert_eq!(sent[0]["template"]["name"], "order_update");
+    assert_eq!(sent.len(), 1, "only the valid send went out");
+    mock.fail_next("message_templates", Reply::token_expired());
+    assert_code(
+        &admin.post("/accounts/1001/templates/sync", json!({})).await,
+        422,
+        "access_token_invalid",
+    );
+
+    // The Webitel form on the webhook URL, behind the admin token.
+    let form = |q: &str| format!("{}?whatsapp={q}", webhook_url(&server, "shop"));
+    let unauthorised = client().get(form("search")).send().await.expect("form");
+    assert_eq!(unauthorised.status(), 401);
+    let search: Value = client()
+        .get(form("search&id=1001"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("form")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(search["accounts"][0]["id"], "1001");
+    let subscribed: Value = client()
+        .get(form("subscribe"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("form")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        subscribed["accounts"][0]["subscribed"], true,
+        "the endpoint's own account: {subscribed:#}"
+    );
+    let removed = client()
+        .get(form("remove&id=1002"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("form");
+    assert_eq!(removed.status(), 200);
+    assert_code(&admin.get("/accounts/1002").await, 404, "not_found");
+    // setup with the endpoint's own token (which the mock grants too).
+    mock.grant(ACCESS_TOKEN, &["1002"]);
+    let again: Value = client()
+        .get(form("setup"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("form")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(again["accounts"][0]["id"], "1002", "{again:#}");
+    let bad = client()
+        .get(form("nonsense"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("form");
+    assert_eq!(bad.status(), 400);
+    // The handshake still works on the same URL.
+    let handshake = client()
+        .get(format!(
+            "{}?hub.mode=subscribe&hub.verify_token={VERIFY_TOKEN}&hub.challenge=42",
+            webhook_url(&server, "shop")
+        ))
+        .send()
+        .await
+        .expect("handshake");
+    assert_eq!(handshake.text().await.expect("body"), "42");
+
+    assert_eq!(admin.delete("/accounts/1001").await.0, 204);
+    assert_code(&admin.get("/accounts/1001").await, 404, "not_found");
+    server.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+async fn campaign_host(dir: &std::path::Path, mock: &MockGraph) -> Server {
+    // 1000/s × 2 % = 20 campaign messages a second: slow enough to stop half-way.
+    let text = config_toml(
+        "127.0.0.1:0",
+        &dir.join("data"),
+        &mock.base_url(),
+        "[50]",
+        "campaign_share = 2",
+    );
+    let config = ServeConfig::from_toml(&text, dir).expect("config");
+    Server::start(config).await.expect("server")
+}
+
+async fn progress(admin: &Admin, id: i64) -> Value {
+    let (status, view) = admin.get(&format!("/endpoints/shop/campaigns/{id}")).await;
+    assert_eq!(status, 200, "{view:#}");
+    view
+}
+
+fn template_sends(mock: &MockGraph) -> Vec<String> {
+    mock.requests()
+        .into_iter()
+        .filter(|r| r.message_type() == Some("template"))
+        .filter_map(|r| r.to().map(str::to_string))
+        .collect()
+}
+
+/// A campaign end to end: wrong values refused before anything is sent; opt-outs (STOP
+/// before, 131050 during) honoured; a restart half-way sends nobody twice; a reply enters
+/// the flow with the campaign as context.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_campaign_is_sent_once_to_each_recipient_across_a_restart() {
+    let mock = MockGraph::start().await;
+    mock_accounts(&mock);
+    let dir = temp_dir("campaign");
+    let server = campaign_host(&dir, &mock).await;
+    let admin = Admin::new(&server);
+    assert_eq!(setup(&admin, &mock).await.0, 200);
+    assert_eq!(
+        admin
+            .post("/accounts/1001/templates/sync", json!({}))
+            .await
+            .0,
+        200
+    );
+
+    // Wrong values: refused before anything is stored or sent.
+    let wrong = json!({"name": "bad", "template": "order_update", "language": "en_US",
+    "recipients": [
+        {"to": "+15550100", "values": {"1": "A-1", "2": "today", "button.0": "A-1"}},
+        {"to": "+15550101", "values": {"1": "A-2"}}
+    ]});
+    let answer = admin.post("/endpoints/shop/campaigns", wrong).await;
+    assert_code(&answer, 400, "invalid_recipient");
+    assert!(
+        answer.1["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("recipient 2") && m.contains("{{2}}")),
+        "{:#}",
+        answer.1
+    );
+    let paused = json!({"name": "p", "template": "paused_one", "language": "en_US",
+        "recipients": [{"to": "+15550100", "values": {"1": "x"}}]});
+    assert_code(
+        &admin.post("/endpoints/shop/campaigns", paused).await,
+        400,
+        "invalid_recipient",
+    );
+    assert_eq!(
+        admin.get("/endpoints/shop/campaigns").await.1["campaigns"],
+        json!([])
+    );
+
+    // One user opted out before, one refused by Meta with 131050 during.
+    send_text(&server, "15550009", "wamid.c.stop", "STOP").await;
+    mock.fail_recipient("15550010", Reply::marketing_opted_out());
+    let deadline = Instant::now() + WAIT;
+    while admin.get("/endpoints/shop/opt-outs").await.1["opt_outs"]
+        .as_array()
+        .is_none_or(Vec::is_empty)
+    {
+        assert!(Instant::now() < deadline, "STOP not recorded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let mut csv = String::from("to,1\n");
+    for i in 0..120 {
+        csv.push_str(&format!("+1555000{i:04},User {i}\n"));
+    }
+    csv.push_str("+15550009,Stopped\n+15550010,Refused\n+1 555 000 0000,Duplicate\n");
+    let created: Value = client()
+        .post(format!(
+            "http://{}/admin/v1/endpoints/shop/campaigns?name=winter&template=promo&language=en_US",
+            server.local_addr()
+        ))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await
+        .expect("upload")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(created["progress"]["total"], 122, "{created:#}");
+    assert_eq!(created["duplicates"], 1);
+    let id = created["id"].as_i64().expect("id");
+
+    // Stop half-way, start again on the same store.
+    let deadline = Instant::now() + WAIT;
+    while template_sends(&mock).len() < 40 {
+        assert!(
+            Instant::now() < deadline,
+            "campaign not sending: {:#}",
+            progress(&admin, id).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.shutdown().await.expect("shutdown");
+    let before = template_sends(&mock).len();
+    assert!(before < 122, "finished before the restart ({before})");
+    let server = campaign_host(&dir, &mock).await;
+    let admin = Admin::new(&server);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let done = loop {
+        let view = progress(&admin, id).await;
+        let p = &view["progress"];
+        if view["state"] == "completed" && p["sending"] == 0 && p["queued"] == 0 {
+            break view;
+        }
+        assert!(Instant::now() < deadline, "campaign not done: {view:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let sends = template_sends(&mock);
+    let unique: std::collections::HashSet<&String> = sends.iter().collect();
+    assert_eq!(
+        sends.len(),
+        unique.len(),
+        "a recipient got the campaign twice"
+    );
+    assert_eq!(sends.len(), 121, "everyone but the opted-out user, once");
+    assert!(!unique.contains(&"15550009".to_string()));
+    let p = &done["progress"];
+    assert_eq!(
+        (p["opted_out"].as_u64(), p["failed"].as_u64()),
+        (Some(1), Some(1)),
+        "{done:#}"
+    );
+    assert_eq!(
+        p["sent"].as_u64().unwrap_or(0) + p["delivered"].as_u64().unwrap_or(0),
+        120
+    );
+    let outs = admin.get("/endpoints/shop/opt-outs").await.1;
+    assert!(
+        outs["opt_outs"].as_array().is_some_and(|o| o
+            .iter()
+            .any(|x| x["user"] == "15550010" && x["reason"] == "meta_131050")),
+        "{outs:#}"
+    );
+    // The metrics show the campaign.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = client()
+            .get(format!("http://{}/metrics", server.local_addr()))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        if metrics.contains(&format!("plugboard_campaign_recipients{{campaign=\"{id}\",endpoint=\"shop\",state=\"opted_out\"}} 1")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no campaign metrics:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Meta pauses the template (a signed status webhook): the next campaign with it is
+    // refused before anything is stored, and so is an agent's template send.
+    let paused = json!({"object": "whatsapp_business_account", "entry": [{"id": "1001",
+        "time": 1800000000, "changes": [{"field": "message_template_status_update", "value": {
+            "event": "PAUSED", "message_template_id": "t1", "message_template_name": "promo",
+            "message_template_language": "en_US", "reason": "NONE"}}]}]});
+    let body = serde_json::to_vec(&paused).expect("json");
+    let response = webhook::post(&client(), &webhook_url(&server, "shop"), &body, SECRET).await;
+    assert_eq!(response.status(), 200);
+    let again = json!({"name": "again", "template": "promo", "language": "en_US",
+        "recipients": [{"to": "+15550100", "values": {"1": "x"}}]});
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let answer = admin.post("/endpoints/shop/campaigns", again.clone()).await;
+        if answer.0 == 400 {
+            assert!(
+                answer.1["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("PAUSED")),
+                "{:#}",
+                answer.1
+            );
+            break;
+        }
+        assert_eq!(answer.0, 201, "{:#}", answer.1);
+        // Created before the webhook was applied: cancel it and look again.
+        let cid = answer.1["id"].as_i64().expect("id");
+        admin
+            .post(
+                &format!("/endpoints/shop/campaigns/{cid}/cancel"),
+                json!({}),
+            )
+            .await;
+        assert!(
+            Instant::now() < deadline,
+            "the template status webhook was not applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, templates) = admin.get("/accounts/1001/templates").await;
+    assert!(
+        templates["templates"].as_array().is_some_and(|t| t
+            .iter()
+            .any(|t| t["name"] == "promo" && t["status"] == "PAUSED")),
+        "{templates:#}"
+    );
+
+    // A recipient answers: the flow sees the campaign.
+    send_text(&server, "15550000003", "wamid.c.reply", "hi").await;
+    wait_sends(&mock, 1, |b| {
+        b["to"] == "15550000003" && b["type"] != "template"
+    })
+    .await;
+    let session = server
+        .store()
+        .session("shop", "15550000003")
+        .expect("read")
+        .expect("session");
+    assert!(
+        session.contains("\"campaign\"") && session.contains("winter"),
+        "{session}"
+    );
     server.shutdown().await.expect("shutdown");
     let _ = std::fs::remove_dir_all(dir);
 }
