@@ -70,6 +70,8 @@ async fn run(messages: usize, patches: usize) -> anyhow::Result<()> {
         .canonicalize()?;
 
     let plain = pipeline(&root, &graph, None, messages, "plain").await?;
+    let campaign_rate = campaign(&plain.host, &graph, messages).await?;
+    plain.host.shutdown().await?;
     let hooked = pipeline(&root, &graph, Some(&receiver), messages, "hooked").await?;
 
     let host = hooked.host;
@@ -93,9 +95,15 @@ async fn run(messages: usize, patches: usize) -> anyhow::Result<()> {
     );
     println!(
         "{:<48} {:>10.0} r/s {:>9.0}%",
-        "pipeline, 1 subscriber for all 6 events",
+        "pipeline, 1 subscriber for every event",
         hooked.replies_per_sec,
         100.0 * hooked.replies_per_sec / plain.replies_per_sec.max(1e-9)
+    );
+    println!(
+        "{:<48} {:>10.0} m/s {:>9.0}%",
+        format!("campaign of {messages} recipients (template sends)"),
+        campaign_rate,
+        100.0 * campaign_rate / plain.replies_per_sec.max(1e-9)
     );
     println!(
         "  {} webhooks each; the subscriber received {} deliveries ({:.1} per webhook), the last {:.2} s after the first webhook ({:.0} deliveries/s)",
@@ -125,6 +133,88 @@ async fn run(messages: usize, patches: usize) -> anyhow::Result<()> {
         "GET one conversation + transcript", transcript
     );
     Ok(())
+}
+
+/// A campaign of `recipients` on a running host (account and template written to its
+/// store), at the endpoint's full throughput: template sends per second at the mock, from
+/// the upload's answer to the last send.
+async fn campaign(host: &Server, graph: &Counter, recipients: usize) -> anyhow::Result<f64> {
+    use plugboard::store::business::{StoredAccount, StoredNumber, StoredTemplate};
+    let store = host.store();
+    store
+        .save_account(
+            StoredAccount {
+                id: "bench-waba".into(),
+                name: None,
+                portfolio: None,
+                graph_api_base: format!("http://{}", graph.addr),
+                graph_api_version: "v23.0".into(),
+                token: "bench-system-token".into(),
+                subscribed: Some(true),
+                refreshed_ms: 0,
+                created_ms: 0,
+            },
+            vec![StoredNumber {
+                id: PHONE_NUMBER_ID.into(),
+                account: "bench-waba".into(),
+                display_phone_number: None,
+                verified_name: None,
+                quality_rating: None,
+                throughput_level: None,
+                messaging_limit_tier: Some("TIER_UNLIMITED".into()),
+                updated_ms: 0,
+            }],
+        )
+        .await?;
+    store
+        .replace_templates(
+            "bench-waba",
+            vec![StoredTemplate {
+                account: "bench-waba".into(),
+                name: "promo".into(),
+                language: "en_US".into(),
+                template_id: Some("1".into()),
+                category: Some("MARKETING".into()),
+                status: "APPROVED".into(),
+                quality: None,
+                components: r#"[{"type":"BODY","text":"Hi {{1}}"}]"#.into(),
+                updated_ms: 0,
+            }],
+        )
+        .await?;
+    host.reload_business()?;
+    let mut csv = String::from("to,1\n");
+    for i in 0..recipients {
+        csv.push_str(&format!("1999{i:08},User {i}\n"));
+    }
+    let before = graph.count();
+    let started = Instant::now();
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/admin/v1/endpoints/bench/campaigns?name=bench&template=promo&language=en_US",
+            host.local_addr()
+        ))
+        .bearer_auth(TOKEN)
+        .header("content-type", "text/csv")
+        .body(csv)
+        .send()
+        .await?;
+    anyhow::ensure!(
+        response.status() == 201,
+        "campaign refused: {}",
+        response.text().await?
+    );
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while graph.count() - before < recipients as u64 {
+        anyhow::ensure!(Instant::now() < deadline, "campaign sends missing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed();
+    eprintln!(
+        "campaign: {recipients} sends in {:.2} s",
+        elapsed.as_secs_f64()
+    );
+    Ok(recipients as f64 / elapsed.as_secs_f64())
 }
 
 struct Pipeline {

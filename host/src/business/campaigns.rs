@@ -30,7 +30,7 @@ use crate::store::{OutboxRow, Store, StoreError};
 use super::templates::TemplateSpec;
 
 /// Most recipients claimed by one store call.
-const CLAIM_BATCH: usize = 500;
+const CLAIM_BATCH: usize = 1_000;
 /// A campaign stopped by the messaging limit is tried again after this long.
 const LIMITED_RETRY_MS: u64 = 60_000;
 

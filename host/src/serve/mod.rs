@@ -407,6 +407,12 @@ impl Server {
             .collect()
     }
 
+    /// Reads accounts and templates from the store again (after writing them to the store
+    /// directly, as benchmarks do; the admin API does this itself).
+    pub fn reload_business(&self) -> anyhow::Result<()> {
+        Ok(self.shared.business.reload(self.shared.store.as_ref())?)
+    }
+
     /// The plugin runtime (benchmarks clear its compiled-component cache).
     pub fn plugin_runtime(&self) -> Arc<PluginRuntime> {
         self.shared.runtime.clone()
