@@ -31,6 +31,26 @@ graph_api_base = 'GRAPH'
 mark_read = false
 ";
 
+/// Waits until `/metrics` has this line.
+async fn wait_metric(server: &Server, line: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let metrics = client()
+            .get(format!("http://{}/metrics", server.local_addr()))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        if metrics.contains(line) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no `{line}` in:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Meta posts every number of an app to one callback URL: an item for another endpoint's
 /// number is answered from that endpoint; one for a number nobody serves is stored and
 /// counted, never answered.
@@ -78,24 +98,11 @@ async fn webhooks_are_routed_strictly_on_the_phone_number_id() {
     let body = webhook::text_message("999999", "15550002", "wamid.r.2", "hi", webhook::now_ts());
     let response = webhook::post(&client(), &webhook_url(&server, "shop"), &body, SECRET).await;
     assert_eq!(response.status(), 200);
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let metrics = client()
-            .get(format!("http://{}/metrics", server.local_addr()))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("metrics body");
-        if metrics.contains(
-            "plugboard_unowned_events_total{endpoint=\"shop\",phone_number_id=\"999999\"} 1",
-        ) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not counted:\n{metrics}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_metric(
+        &server,
+        "plugboard_unowned_events_total{endpoint=\"shop\",phone_number_id=\"999999\"} 1",
+    )
+    .await;
     tokio::time::sleep(SETTLE).await;
     assert!(
         mock.requests().iter().all(|r| r.body["to"] != "15550002"),
@@ -352,56 +359,36 @@ async fn accounts_and_templates_are_managed_through_the_graph_api() {
     let form = |q: &str| format!("{}?whatsapp={q}", webhook_url(&server, "shop"));
     let unauthorised = client().get(form("search")).send().await.expect("form");
     assert_eq!(unauthorised.status(), 401);
-    let search: Value = client()
-        .get(form("search&id=1001"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("form")
-        .json()
-        .await
-        .expect("json");
+    let form_json = |q: &'static str| {
+        let url = form(q);
+        async move {
+            let response = client()
+                .get(url)
+                .bearer_auth(ADMIN_TOKEN)
+                .send()
+                .await
+                .expect("form");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let (_, search) = form_json("search&id=1001").await;
     assert_eq!(search["accounts"][0]["id"], "1001");
-    let subscribed: Value = client()
-        .get(form("subscribe"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("form")
-        .json()
-        .await
-        .expect("json");
+    let (_, subscribed) = form_json("subscribe").await;
     assert_eq!(
         subscribed["accounts"][0]["subscribed"], true,
         "the endpoint's own account: {subscribed:#}"
     );
-    let removed = client()
-        .get(form("remove&id=1002"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("form");
-    assert_eq!(removed.status(), 200);
+    assert_eq!(form_json("remove&id=1002").await.0, 200);
     assert_code(&admin.get("/accounts/1002").await, 404, "not_found");
     // setup with the endpoint's own token (which the mock grants too).
     mock.grant(ACCESS_TOKEN, &["1002"]);
-    let again: Value = client()
-        .get(form("setup"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("form")
-        .json()
-        .await
-        .expect("json");
+    let (_, again) = form_json("setup").await;
     assert_eq!(again["accounts"][0]["id"], "1002", "{again:#}");
-    let bad = client()
-        .get(form("nonsense"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("form");
-    assert_eq!(bad.status(), 400);
+    assert_eq!(form_json("nonsense").await.0, 400);
     // The handshake still works on the same URL.
     let handshake = client()
         .get(format!(
@@ -579,22 +566,11 @@ async fn a_campaign_is_sent_once_to_each_recipient_across_a_restart() {
         "{outs:#}"
     );
     // The metrics show the campaign.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let metrics = client()
-            .get(format!("http://{}/metrics", server.local_addr()))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text");
-        if metrics.contains(&format!("plugboard_campaign_recipients{{campaign=\"{id}\",endpoint=\"shop\",state=\"opted_out\"}} 1")) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no campaign metrics:\n{metrics}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_metric(
+        &server,
+        &format!("plugboard_campaign_recipients{{campaign=\"{id}\",endpoint=\"shop\",state=\"opted_out\"}} 1"),
+    )
+    .await;
 
     // Meta pauses the template (a signed status webhook): the next campaign with it is
     // refused before anything is stored, and so is an agent's template send.

@@ -222,12 +222,8 @@ impl Runner {
         lane: &(dyn Fn(&str) -> Option<Lane> + Sync),
     ) -> Result<Tick, StoreError> {
         let mut tick = Tick::default();
-        let campaigns = store.campaigns(None)?;
-        let live: HashSet<i64> = campaigns
-            .iter()
-            .filter(|c| matches!(c.state.as_str(), "scheduled" | "running"))
-            .map(|c| c.id)
-            .collect();
+        let campaigns = store.live_campaigns()?;
+        let live: HashSet<i64> = campaigns.iter().map(|c| c.id).collect();
         self.pacers.retain(|id, _| live.contains(id));
         self.resume_at.retain(|id, _| live.contains(id));
         for c in campaigns.iter().filter(|c| live.contains(&c.id)) {

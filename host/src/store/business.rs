@@ -262,6 +262,8 @@ pub trait BusinessStore: Send + Sync + 'static {
     /// Campaigns of one endpoint (or all), newest first.
     fn campaigns(&self, endpoint: Option<&str>) -> Result<Vec<CampaignRow>, StoreError>;
     fn campaign(&self, id: i64) -> Result<Option<CampaignRow>, StoreError>;
+    /// Scheduled and running campaigns (what the runner looks at every tick).
+    fn live_campaigns(&self) -> Result<Vec<CampaignRow>, StoreError>;
     fn campaign_progress(&self, id: i64) -> Result<CampaignProgress, StoreError>;
     /// Moves a campaign to `state` (with a waiting reason); false when unknown or already
     /// finished (completed and cancelled are final).

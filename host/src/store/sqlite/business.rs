@@ -500,6 +500,23 @@ impl BusinessStore for SqliteStore {
         })
     }
 
+    fn live_campaigns(&self) -> Result<Vec<CampaignRow>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    campaign_columns!(),
+                    " FROM campaigns WHERE state IN ('scheduled', 'running') ORDER BY id"
+                ))
+                .ctx("listing live campaigns")?;
+            let rows = stmt
+                .query_map([], campaign_row)
+                .and_then(Iterator::collect)
+                .ctx("listing live campaigns")?;
+            Ok(rows)
+        })
+    }
+
     fn campaign(&self, id: i64) -> Result<Option<CampaignRow>, StoreError> {
         self.read(|conn| {
             query_one(

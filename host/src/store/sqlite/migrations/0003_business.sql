@@ -61,6 +61,7 @@ CREATE TABLE campaigns (
     finished_ms INTEGER
 );
 CREATE INDEX campaigns_endpoint ON campaigns (endpoint, id);
+CREATE INDEX campaigns_state ON campaigns (state, id);
 
 -- One recipient of a campaign. A recipient is claimed (state `sending`) in the same
 -- transaction that inserts its outbox row, and never again: that is the no-duplicate rule.
