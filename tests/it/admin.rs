@@ -1316,11 +1316,11 @@ async fn an_agent_send_outside_the_window_is_409_and_a_template_goes_out() {
 }
 
 /// What the test receiver got: headers and raw body per request.
-type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
+pub(crate) type Received = Arc<Mutex<Vec<(HeaderMap, Bytes)>>>;
 
 /// A local HTTP receiver for event webhooks; answers 500 to the first `fail_first`
 /// requests, then 200.
-async fn receiver(fail_first: usize) -> (String, Received) {
+pub(crate) async fn receiver(fail_first: usize) -> (String, Received) {
     let received: Received = Arc::new(Mutex::new(Vec::new()));
     let log = received.clone();
     let app = axum::Router::new().route(

@@ -637,3 +637,64 @@ async fn a_campaign_is_sent_once_to_each_recipient_across_a_restart() {
     server.shutdown().await.expect("shutdown");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The monthly reply quota: replies up to the cap, then the quota message once per user,
+/// then silence; the owner hears `quota_reached` once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reply_quota_caps_bot_replies_and_tells_each_user_once() {
+    let (server, mock, dir) =
+        start_host("[endpoints.reply_quota]\nmonthly = 2\nmessage = 'Out of replies this month.'")
+            .await;
+    let admin = Admin::new(&server);
+    let (url, received) = crate::admin::receiver(0).await;
+    let (status, _) = admin
+        .post(
+            "/endpoints/shop/webhooks",
+            json!({"url": url, "events": ["quota_reached"]}),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let texts = |to: &str| -> Vec<String> {
+        mock.requests()
+            .into_iter()
+            .filter(|r| r.to() == Some(to))
+            .filter_map(|r| {
+                r.text().or_else(|| {
+                    r.body["interactive"]["body"]["text"]
+                        .as_str()
+                        .map(str::to_string)
+                })
+            })
+            .collect()
+    };
+    send_text(&server, "15550201", "wamid.q.1", "hi").await;
+    wait_sends(&mock, 1, |b| b["to"] == "15550201").await;
+    send_text(&server, "15550202", "wamid.q.2", "hi").await;
+    wait_sends(&mock, 1, |b| b["to"] == "15550202").await;
+    // The cap is reached: the next message gets the quota message, once.
+    send_text(&server, "15550201", "wamid.q.3", "hours").await;
+    wait_sends(&mock, 2, |b| b["to"] == "15550201").await;
+    send_text(&server, "15550201", "wamid.q.4", "hours").await;
+    tokio::time::sleep(SETTLE).await;
+    let first = texts("15550201");
+    assert_eq!(first.len(), 2, "{}", describe(&mock.requests()));
+    assert_eq!(first[1], "Out of replies this month.");
+    // Another user is told once too.
+    send_text(&server, "15550202", "wamid.q.5", "hours").await;
+    wait_sends(&mock, 2, |b| b["to"] == "15550202").await;
+    assert_eq!(texts("15550202")[1], "Out of replies this month.");
+    // The owner's event, once.
+    let deadline = Instant::now() + WAIT;
+    while received.lock().expect("log").is_empty() {
+        assert!(Instant::now() < deadline, "no quota_reached event");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(SETTLE).await;
+    let events = received.lock().expect("log").clone();
+    assert_eq!(events.len(), 1);
+    let event: Value = serde_json::from_slice(&events[0].1).expect("json");
+    assert_eq!(event["type"], "quota_reached");
+    assert_eq!(event["data"]["monthly"], 2);
+    server.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_dir_all(dir);
+}
