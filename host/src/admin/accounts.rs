@@ -51,6 +51,7 @@ pub fn routes() -> OpenApiRouter<Arc<Shared>> {
 pub struct SetupBody {
     /// A system-user token with `whatsapp_business_management` (secret: stored, shown
     /// masked).
+    #[schema(min_length = 1, pattern = "\\S")]
     pub access_token: String,
     /// Only these accounts; default: every account the token may manage.
     #[serde(default)]
@@ -58,6 +59,7 @@ pub struct SetupBody {
     #[serde(default)]
     pub graph_api_base: Option<String>,
     #[serde(default)]
+    #[schema(pattern = "^v[0-9]+\\.[0-9]+$")]
     pub graph_api_version: Option<String>,
 }
 
@@ -114,9 +116,12 @@ pub struct TemplateList {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTemplateBody {
+    #[schema(pattern = "^[a-z0-9_]{1,512}$")]
     pub name: String,
+    #[schema(min_length = 1)]
     pub language: String,
     /// MARKETING, UTILITY or AUTHENTICATION.
+    #[schema(pattern = "^(MARKETING|UTILITY|AUTHENTICATION)$")]
     pub category: String,
     /// Meta's components (HEADER, BODY, FOOTER, BUTTONS).
     #[schema(value_type = Vec<Object>)]
@@ -271,6 +276,19 @@ pub(crate) async fn setup(
         ));
     }
     let version = version.unwrap_or_else(|| DEFAULT_GRAPH_API_VERSION.to_string());
+    let well_formed = version
+        .strip_prefix('v')
+        .and_then(|v| v.split_once('.'))
+        .is_some_and(|(major, minor)| {
+            [major, minor]
+                .iter()
+                .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+        });
+    if !well_formed {
+        return Err(ApiError::invalid_field(
+            "graph_api_version must look like v23.0",
+        ));
+    }
     let graph = GraphClient {
         http: &shared.http,
         base: &base,
@@ -497,6 +515,11 @@ async fn create_template(
     ) {
         return Err(ApiError::invalid_field(
             "category must be MARKETING, UTILITY or AUTHENTICATION",
+        ));
+    }
+    if body.language.trim().is_empty() {
+        return Err(ApiError::invalid_field(
+            "language must not be empty (e.g. en_US)",
         ));
     }
     if !body.components.is_array() {
