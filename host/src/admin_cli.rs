@@ -1,14 +1,18 @@
-//! The admin CLI: `plugboard plugin|endpoint|conversation …`, a pure HTTP client of a running
-//! host's admin API (`/admin/v1`). It owns the command-line shapes of those three groups,
-//! finding the host and its token, turning arguments into requests (`endpoint set KEY=VALUE…`
-//! into a JSON merge patch) and printing the answers; the host does everything else.
+//! The admin CLI: `plugboard plugin|endpoint|conversation|account|template|campaign …`, a
+//! pure HTTP client of a running host's admin API (`/admin/v1`). It owns the command-line
+//! shapes of those groups, finding the host and its token, turning arguments into requests
+//! (`endpoint set KEY=VALUE…` into a JSON merge patch, a campaign's recipients file into a
+//! CSV upload or a JSON body) and printing the answers; the host does everything else. The
+//! WhatsApp Business groups (accounts, templates, campaigns) are in [`business`].
 //!
 //! Data flows one way: arguments (and a file or stdin) → a [`Call`] (method, path, query,
 //! body) and a [`View`] (how to print the answer) → a [`Target`] (base URL and token: the
 //! flags, else `$PLUGBOARD_ADMIN_URL` / `$PLUGBOARD_ADMIN_TOKEN`, else the host's config file)
 //! → one reqwest request on a small current-thread runtime → the JSON answer, printed as is
-//! with `--json` or as a table or summary → an exit code. The token only ever goes into the
-//! `Authorization` header (marked sensitive); it is never printed.
+//! with `--json` or as a table or summary → an exit code. `campaign watch` repeats its
+//! request on one runtime until the campaign is over. The token only ever goes into the
+//! `Authorization` header (marked sensitive); it is never printed, and neither is the Meta
+//! token `account setup` sends.
 //!
 //! Exit codes: 0 success; 1 the host refused the request (4xx; `error: <code>: <message>` from
 //! the API's error JSON on stderr), or `endpoint verify` found problems; 2 usage errors (clap,
@@ -27,6 +31,10 @@ use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value};
 
 use crate::serve::config::ServeConfig;
+
+mod business;
+
+pub use business::{AccountCommand, CampaignCommand, SecretArg, TemplateCommand};
 
 /// The exit codes, as every admin command's `--help` shows them.
 pub const EXIT_CODES: &str = "Exit codes: 0 success; 1 the host refused the request (4xx: the \
@@ -199,18 +207,24 @@ pub enum Group {
     Plugin(PluginCommand),
     Endpoint(EndpointCommand),
     Conversation(ConversationCommand),
+    Account(AccountCommand),
+    Template(TemplateCommand),
+    Campaign(CampaignCommand),
 }
 
 /// Runs one admin command against the host: the answer on `out`, `error: …` on `err`.
-/// `input` stands in for stdin (`-` as a file).
+/// `input` stands in for stdin (`-` as a file); `terminal` says whether the session is a
+/// terminal's (`campaign watch` then draws its progress bar on stdout instead of printing
+/// lines on `out`).
 pub fn run(
     connection: &Connection,
     group: Group,
     input: &mut dyn BufRead,
+    terminal: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> ExitCode {
-    match execute(connection, group, input, out) {
+    match execute(connection, group, input, terminal, out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let _ = writeln!(err, "error: {e}");
@@ -223,12 +237,25 @@ fn execute(
     connection: &Connection,
     group: Group,
     input: &mut dyn BufRead,
+    terminal: bool,
     out: &mut dyn Write,
 ) -> Result<(), AdminError> {
     let (call, view) = match group {
         Group::Plugin(command) => plan_plugin(command, input)?,
         Group::Endpoint(command) => plan_endpoint(command, input)?,
         Group::Conversation(command) => plan_conversation(command),
+        Group::Account(command) => business::plan_account(command, env(business::META_TOKEN_ENV))?,
+        Group::Template(command) => business::plan_template(command, input)?,
+        // Not one request: polls until the campaign is over.
+        Group::Campaign(CampaignCommand::Watch {
+            endpoint,
+            id,
+            every_ms,
+        }) => {
+            let every = Duration::from_millis(every_ms);
+            return business::watch(connection, &endpoint, id, every, terminal, out);
+        }
+        Group::Campaign(command) => business::plan_campaign(command)?,
     };
     let target = Target::resolve(connection)?;
     let answer = send(&target, call)?;
@@ -294,6 +321,7 @@ enum Body {
     Empty,
     Json(Value),
     Wasm(Vec<u8>),
+    Csv(Vec<u8>),
 }
 
 impl Call {
@@ -334,6 +362,13 @@ enum View {
     Verify(String),
     Conversations,
     Transcript,
+    Accounts,
+    Account,
+    Templates,
+    Template,
+    Campaigns,
+    Campaign,
+    OptOuts,
     /// A 204: this sentence.
     Done(String),
 }
@@ -589,19 +624,43 @@ fn parse_base(url: &str) -> Result<Url, AdminError> {
 /// Sends `call` on a current-thread runtime of its own; the answer's JSON (`None` for an
 /// empty body, like a 204).
 fn send(target: &Target, call: Call) -> Result<Option<Value>, AdminError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| AdminError::Failed(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(request(target, call))
+    Session::new()?.send(target, call)
 }
 
-async fn request(target: &Target, call: Call) -> Result<Option<Value>, AdminError> {
-    let client = reqwest::Client::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .timeout(REQUEST_TIMEOUT)
-        .build()
-        .map_err(|e| AdminError::Failed(format!("cannot build the HTTP client: {e}")))?;
+/// A current-thread runtime and an HTTP client, for one command's requests.
+struct Session {
+    runtime: tokio::runtime::Runtime,
+    client: reqwest::Client,
+}
+
+impl Session {
+    fn new() -> Result<Session, AdminError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| AdminError::Failed(format!("cannot start the async runtime: {e}")))?;
+        let client = runtime.block_on(async {
+            reqwest::Client::builder()
+                .connect_timeout(CONNECT_TIMEOUT)
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+        });
+        let client =
+            client.map_err(|e| AdminError::Failed(format!("cannot build the HTTP client: {e}")))?;
+        Ok(Session { runtime, client })
+    }
+
+    /// The answer's JSON (`None` for an empty body, like a 204).
+    fn send(&self, target: &Target, call: Call) -> Result<Option<Value>, AdminError> {
+        self.runtime.block_on(request(&self.client, target, call))
+    }
+}
+
+async fn request(
+    client: &reqwest::Client,
+    target: &Target,
+    call: Call,
+) -> Result<Option<Value>, AdminError> {
     // `bearer_auth` marks the header sensitive; reqwest's errors carry the URL, not headers.
     let builder = client
         .request(call.method.clone(), target.url(&call)?)
@@ -611,6 +670,9 @@ async fn request(target: &Target, call: Call) -> Result<Option<Value>, AdminErro
         Body::Json(value) => builder.json(&value),
         Body::Wasm(bytes) => builder
             .header(reqwest::header::CONTENT_TYPE, "application/wasm")
+            .body(bytes),
+        Body::Csv(bytes) => builder
+            .header(reqwest::header::CONTENT_TYPE, "text/csv")
             .body(bytes),
     };
     let response = builder.send().await.map_err(unreachable)?;
@@ -718,6 +780,13 @@ fn human(view: &View, answer: &Value) -> String {
         View::Verify(_) => verify_summary(answer),
         View::Conversations => vec![conversation_table(items(answer, "conversations"))],
         View::Transcript => transcript(answer),
+        View::Accounts => business::account_tables(items(answer, "accounts")),
+        View::Account => business::account_summary(answer),
+        View::Templates => vec![business::template_table(items(answer, "templates"))],
+        View::Template => business::template_summary(answer),
+        View::Campaigns => vec![business::campaign_table(items(answer, "campaigns"))],
+        View::Campaign => business::campaign_summary(answer),
+        View::OptOuts => vec![business::opt_out_table(items(answer, "opt_outs"))],
         View::Done(sentence) => vec![sentence.clone()],
     };
     lines.iter().map(|line| format!("{line}\n")).collect()

@@ -14,10 +14,13 @@
 //! `--hooks PATH…` adds transformer hooks, `--delay-ms N` a message delay, `--plugin PATH` another
 //! adapter. It reads stdin; [`run_with_input`] takes any reader instead.
 //!
-//! `plugboard plugin|endpoint|conversation …` manage a running host through its admin API
-//! (see [`crate::admin_cli`], a pure HTTP client): install, list, inspect and remove plugins;
-//! create, list, show, change (`set KEY=VALUE…`), enable, disable, verify and delete
-//! endpoints; list conversations and show transcripts. `--url`, `--token`, `--config` and
+//! `plugboard plugin|endpoint|conversation|account|template|campaign …` manage a running host
+//! through its admin API (see [`crate::admin_cli`], a pure HTTP client): install, list,
+//! inspect and remove plugins; create, list, show, change (`set KEY=VALUE…`), enable,
+//! disable, verify and delete endpoints; list conversations and show transcripts; set up,
+//! list, show, subscribe, unsubscribe and remove WhatsApp Business accounts; sync, list,
+//! create and delete their templates; create, list, show, pause, resume, cancel and watch
+//! campaigns, list opt-outs and opt a user back in. `--url`, `--token`, `--config` and
 //! `--json` apply to each.
 //!
 //! Exit codes: 0 success, 1 the input or the plugin failed, 2 usage errors (clap). The admin
@@ -36,7 +39,10 @@ use clap::{Parser, Subcommand};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::admin_cli::{self, Connection, ConversationCommand, EndpointCommand, PluginCommand};
+use crate::admin_cli::{
+    self, AccountCommand, CampaignCommand, Connection, ConversationCommand, EndpointCommand,
+    PluginCommand, TemplateCommand,
+};
 use crate::plugins::types::{BotOutput, RenderContext, RequestSpec};
 use crate::plugins::{AdapterPlugin, BUNDLED_WHATSAPP, PluginLimits, PluginRuntime};
 
@@ -126,6 +132,33 @@ enum Command {
         #[command(subcommand)]
         command: ConversationCommand,
     },
+    /// Set up, list, show, subscribe, unsubscribe and remove WhatsApp Business accounts
+    /// (admin API).
+    #[command(after_help = admin_cli::EXIT_CODES)]
+    Account {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: AccountCommand,
+    },
+    /// Sync, list, create and delete a WhatsApp Business account's message templates
+    /// (admin API).
+    #[command(after_help = admin_cli::EXIT_CODES)]
+    Template {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: TemplateCommand,
+    },
+    /// Create, list, show, pause, resume, cancel and watch an endpoint's template campaigns;
+    /// list its opt-outs and opt a user back in (admin API).
+    #[command(after_help = admin_cli::EXIT_CODES)]
+    Campaign {
+        #[command(flatten)]
+        connection: Connection,
+        #[command(subcommand)]
+        command: CampaignCommand,
+    },
 }
 
 /// The command-line form of [`crate::transform::FailurePolicy`].
@@ -201,7 +234,8 @@ where
 }
 
 /// Like [`run`], with `input` in place of stdin; `terminal` says whether it is a terminal
-/// (`chat` then prompts and prefixes the bot's lines).
+/// (`chat` then prompts and prefixes the bot's lines; `campaign watch` draws its progress
+/// bar when stdout is one too, else prints lines on `out`).
 pub fn run_with_input<I, T>(
     args: I,
     input: &mut dyn BufRead,
@@ -227,6 +261,8 @@ where
             return ExitCode::from(code);
         }
     };
+    // A terminal session: stdin and stdout are both terminals (`campaign watch`'s bar).
+    let session = terminal && std::io::stdout().is_terminal();
     let result = match cli.command {
         Command::Adapter {
             command: AdapterCommand::Decode { file, plugin },
@@ -268,21 +304,42 @@ where
             command,
         } => {
             let group = admin_cli::Group::Plugin(command);
-            return admin_cli::run(&connection, group, input, out, err);
+            return admin_cli::run(&connection, group, input, session, out, err);
         }
         Command::Endpoint {
             connection,
             command,
         } => {
             let group = admin_cli::Group::Endpoint(command);
-            return admin_cli::run(&connection, group, input, out, err);
+            return admin_cli::run(&connection, group, input, session, out, err);
         }
         Command::Conversation {
             connection,
             command,
         } => {
             let group = admin_cli::Group::Conversation(command);
-            return admin_cli::run(&connection, group, input, out, err);
+            return admin_cli::run(&connection, group, input, session, out, err);
+        }
+        Command::Account {
+            connection,
+            command,
+        } => {
+            let group = admin_cli::Group::Account(command);
+            return admin_cli::run(&connection, group, input, session, out, err);
+        }
+        Command::Template {
+            connection,
+            command,
+        } => {
+            let group = admin_cli::Group::Template(command);
+            return admin_cli::run(&connection, group, input, session, out, err);
+        }
+        Command::Campaign {
+            connection,
+            command,
+        } => {
+            let group = admin_cli::Group::Campaign(command);
+            return admin_cli::run(&connection, group, input, session, out, err);
         }
     };
     match result {

@@ -20,8 +20,9 @@
 //! - [`business`]: WhatsApp Business accounts (numbers, webhook subscriptions), message
 //!   templates (sync, create, delete, checks before a send), outbound campaigns (paced,
 //!   within the messaging limit, once per recipient), opt-outs and the monthly reply quota.
-//! - [`admin_cli`]: `plugboard plugin|endpoint|conversation …`, an HTTP client of a running
-//!   host's admin API (flags or environment or config → one request → a table or JSON).
+//! - [`admin_cli`]: `plugboard plugin|endpoint|conversation|account|template|campaign …`, an
+//!   HTTP client of a running host's admin API (flags or environment or config → one request
+//!   → a table or JSON; `campaign watch` polls and draws a progress bar).
 //! - [`chat`]: the `plugboard chat` driver: typed lines → real Meta webhook envelopes →
 //!   the adapter → the conversation runtime → rendered replies shown as the user sees them.
 //!
