@@ -507,7 +507,10 @@ pub(super) fn watch(
     let id_text = id.to_string();
     let mut fetch = || -> Result<Value, AdminError> {
         let call = Call::get(&["endpoints", endpoint, "campaigns", &id_text]);
-        Ok(session.send(&target, call)?.unwrap_or(Value::Null))
+        // An empty answer would never say the campaign is over: stop instead of polling on.
+        session
+            .send(&target, call)?
+            .ok_or_else(|| AdminError::Unreachable("the host answered without the campaign".into()))
     };
     let mut display = Watcher::pick(connection.json, terminal);
     follow(
