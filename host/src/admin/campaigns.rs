@@ -315,28 +315,32 @@ async fn show(
     campaign(&shared, &id, campaign_id).await.map(axum::Json)
 }
 
+/// Moves the campaign from one of `from` to `to` in one store step (the runner may be
+/// changing it at the same time), else 409 with the state it is in.
 async fn change(
     shared: &Arc<Shared>,
     id: &str,
     campaign_id: i64,
-    from: &[&str],
+    from: &'static [&'static str],
     to: &str,
 ) -> ApiResult<axum::Json<CampaignView>> {
-    let current = campaign(shared, id, campaign_id).await?;
-    if !from.contains(&current.state.as_str()) {
+    // The endpoint's own campaign, or 404.
+    campaign(shared, id, campaign_id).await?;
+    let moved = shared
+        .store
+        .set_campaign_state(campaign_id, from, to, None)
+        .await?;
+    let now = campaign(shared, id, campaign_id).await?;
+    if !moved {
         return Err(ApiError::conflict(
             "campaign_state",
             format!(
                 "campaign {campaign_id} is {}; cannot make it {to}",
-                current.state
+                now.state
             ),
         ));
     }
-    shared
-        .store
-        .set_campaign_state(campaign_id, to, None)
-        .await?;
-    campaign(shared, id, campaign_id).await.map(axum::Json)
+    Ok(axum::Json(now))
 }
 
 #[utoipa::path(post, path = "/admin/v1/endpoints/{id}/campaigns/{campaign}/pause", tag = "campaigns",

@@ -231,14 +231,22 @@ impl Runner {
                 if c.start_ms > now_ms {
                     continue;
                 }
-                store.set_campaign_state(c.id, "running", None).await?;
+                if !store
+                    .set_campaign_state(c.id, &["scheduled"], "running", None)
+                    .await?
+                {
+                    // Paused or cancelled since it was read.
+                    continue;
+                }
                 tick.changed += 1;
             }
             let Some(lane) = lane(&c.endpoint) else {
-                if c.waiting.as_deref() != Some("endpoint_unavailable") {
-                    store
-                        .set_campaign_state(c.id, "running", Some("endpoint_unavailable".into()))
-                        .await?;
+                let waiting = Some("endpoint_unavailable".to_string());
+                if c.waiting != waiting
+                    && store
+                        .set_campaign_state(c.id, &["running"], "running", waiting)
+                        .await?
+                {
                     tick.changed += 1;
                 }
                 continue;
@@ -265,16 +273,24 @@ impl Runner {
                     max: allowed.min(CLAIM_BATCH),
                 })
                 .await?;
+            if claimed.stopped {
+                continue;
+            }
             pacer.spend(claimed.rows.len());
             let waiting = claimed.limited.then(|| "messaging_limit".to_string());
             if claimed.limited {
                 self.resume_at.insert(c.id, now_ms + LIMITED_RETRY_MS);
             }
-            if claimed.remaining == 0 {
-                store.set_campaign_state(c.id, "completed", None).await?;
-                tick.changed += 1;
-            } else if waiting != c.waiting {
-                store.set_campaign_state(c.id, "running", waiting).await?;
+            let (state, waiting) = if claimed.remaining == 0 {
+                ("completed", None)
+            } else {
+                ("running", waiting)
+            };
+            if (state == "completed" || waiting != c.waiting)
+                && store
+                    .set_campaign_state(c.id, &["running"], state, waiting)
+                    .await?
+            {
                 tick.changed += 1;
             }
             tick.rows.extend(claimed.rows);
@@ -362,15 +378,16 @@ mod campaign_run {
         })
     }
 
-    #[tokio::test]
-    async fn ten_thousand_recipients_paced_limited_and_sent_once() {
+    /// A fresh store (and its directory) holding one campaign of `n` recipients for shop,
+    /// starting at [`START`].
+    async fn store_with_campaign(name: &str, n: usize) -> (SqliteStore, i64, std::path::PathBuf) {
         let dir = std::env::temp_dir().join(format!(
-            "plugboard-campaign-{}-{}",
+            "plugboard-campaign-{name}-{}-{}",
             std::process::id(),
             crate::serve::now_ms()
         ));
         let store = SqliteStore::open_in(&dir).expect("store");
-        let rows: Vec<(usize, Upload)> = (0..10_000)
+        let rows: Vec<(usize, Upload)> = (0..n)
             .map(|i| {
                 (
                     i + 1,
@@ -395,6 +412,91 @@ mod campaign_run {
             )
             .await
             .expect("created");
+        (store, id, dir)
+    }
+
+    /// An admin's pause that lands between the runner's read of the live campaigns and its
+    /// writes: the runner's claim takes nothing and its state writes do not apply, so the
+    /// campaign stays paused (not completed, not running) until it is resumed.
+    #[tokio::test]
+    async fn a_pause_during_a_tick_wins_over_the_runner() {
+        let (store, id, dir) = store_with_campaign("pause", 100).await;
+        let mut runner = Runner::new();
+        // The first tick starts it (its pacer starts empty), the next claims a quarter
+        // second's worth: 16 of the 100.
+        let start = runner.tick(&store, START, &lane).await.expect("tick");
+        assert!(start.rows.is_empty());
+        let first = runner.tick(&store, START + 250, &lane).await.expect("tick");
+        assert_eq!(first.rows.len(), 16);
+        let sent = first.rows.len();
+        // The runner has read the campaign as running; now the admin pauses it.
+        let running = store.campaign(id).expect("read").expect("campaign");
+        assert_eq!(running.state, "running");
+        assert!(
+            store
+                .set_campaign_state(id, &["scheduled", "running"], "paused", None)
+                .await
+                .expect("pause")
+        );
+        // What the runner then does with its stale view.
+        let claim = store
+            .claim_recipients(Claim {
+                campaign: id,
+                endpoint: "shop".into(),
+                business: "{}".into(),
+                portfolio: "portfolio-1".into(),
+                tier_limit: None,
+                now_ms: START + 2_000,
+                max: 100,
+            })
+            .await
+            .expect("claim");
+        assert!(claim.stopped && claim.rows.is_empty(), "{claim:?}");
+        for (state, waiting) in [("completed", None), ("running", Some("messaging_limit"))] {
+            let moved = store
+                .set_campaign_state(id, &["running"], state, waiting.map(String::from))
+                .await
+                .expect("write");
+            assert!(!moved, "the runner overwrote the pause with {state}");
+        }
+        let paused = store.campaign(id).expect("read").expect("campaign");
+        assert_eq!(
+            (paused.state.as_str(), paused.finished_ms),
+            ("paused", None)
+        );
+        // Paused: later ticks leave it alone.
+        let idle = runner
+            .tick(&store, START + 60_000, &lane)
+            .await
+            .expect("tick");
+        assert!(idle.rows.is_empty());
+        // Resumed, it goes on with the recipients it has not sent yet, and completes.
+        assert!(
+            store
+                .set_campaign_state(id, &["paused"], "scheduled", None)
+                .await
+                .expect("resume")
+        );
+        let mut claimed: HashSet<String> = first.rows.into_iter().map(|r| r.conversation).collect();
+        let mut now = START + 120_000;
+        while store.campaign(id).expect("read").expect("campaign").state != "completed" {
+            assert!(
+                now < START + 600_000,
+                "the resumed campaign does not complete"
+            );
+            let tick = runner.tick(&store, now, &lane).await.expect("tick");
+            for row in tick.rows {
+                assert!(claimed.insert(row.conversation), "claimed twice");
+            }
+            now += 250;
+        }
+        assert_eq!(claimed.len(), 100, "{sent} before the pause");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn ten_thousand_recipients_paced_limited_and_sent_once() {
+        let (store, id, dir) = store_with_campaign("ten-thousand", 10_000).await;
         for i in [5, 2_500, 9_999] {
             store
                 .opt_out("shop", &format!("1555{i:07}"), "stop")

@@ -179,6 +179,9 @@ pub struct Claimed {
     pub remaining: u64,
     /// The claim stopped at the messaging limit.
     pub limited: bool,
+    /// The campaign was not running (paused or cancelled since the runner looked): nothing
+    /// was claimed and `remaining` is not known.
+    pub stopped: bool,
 }
 
 /// An opt-out.
@@ -265,11 +268,14 @@ pub trait BusinessStore: Send + Sync + 'static {
     /// Scheduled and running campaigns (what the runner looks at every tick).
     fn live_campaigns(&self) -> Result<Vec<CampaignRow>, StoreError>;
     fn campaign_progress(&self, id: i64) -> Result<CampaignProgress, StoreError>;
-    /// Moves a campaign to `state` (with a waiting reason); false when unknown or already
-    /// finished (completed and cancelled are final).
+    /// Moves a campaign from one of the states `from` to `state` (with a waiting reason),
+    /// atomically: false when it is in none of them (unknown, or changed since the caller
+    /// looked: an admin's pause is never overwritten by the runner, nor the runner's
+    /// completion by a late pause).
     fn set_campaign_state(
         &self,
         id: i64,
+        from: &'static [&'static str],
         state: &str,
         waiting: Option<String>,
     ) -> StoreFuture<'_, bool>;

@@ -568,22 +568,36 @@ impl BusinessStore for SqliteStore {
     fn set_campaign_state(
         &self,
         id: i64,
+        from: &'static [&'static str],
         state: &str,
         waiting: Option<String>,
     ) -> StoreFuture<'_, bool> {
         let state = state.to_string();
         self.submit(move |tx| {
+            // Read and write in one transaction of the single writer: nothing changes the
+            // campaign in between.
+            let current: Option<String> = query_one(
+                tx,
+                "SELECT state FROM campaigns WHERE id = ?1",
+                [id],
+                |row| row.get(0),
+            )
+            .optional()
+            .ctx("reading a campaign")?;
+            if !current.is_some_and(|c| from.contains(&c.as_str())) {
+                return Ok(false);
+            }
             let now = db_int(now_ms());
             let finished = matches!(state.as_str(), "completed" | "cancelled").then_some(now);
-            let n = exec(
+            exec(
                 tx,
                 "UPDATE campaigns SET state = ?2, waiting = ?3, updated_ms = ?4,
                      finished_ms = COALESCE(?5, finished_ms)
-                 WHERE id = ?1 AND state NOT IN ('completed', 'cancelled')",
+                 WHERE id = ?1",
                 params![id, state, waiting, now, finished],
             )
             .ctx("changing a campaign")?;
-            Ok(n > 0)
+            Ok(true)
         })
     }
 
@@ -602,6 +616,7 @@ impl BusinessStore for SqliteStore {
             .ctx("reading a campaign")?;
             // A campaign paused or cancelled since the runner looked claims nothing.
             if live.as_deref() != Some("running") {
+                out.stopped = true;
                 return Ok(out);
             }
             let candidates: Vec<(String, String, String)> = tx
