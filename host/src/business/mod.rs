@@ -96,9 +96,8 @@ impl BusinessState {
 
     /// Rebuilds the template catalogue (after a setup, sync, create, delete or webhook).
     pub fn reload(&self, store: &dyn Store) -> Result<(), StoreError> {
-        let accounts = store.accounts()?.into_iter().map(|a| a.id).collect();
         self.catalogue
-            .load(accounts, store.numbers()?, store.templates(None)?);
+            .load(store.accounts()?, store.numbers()?, store.templates(None)?);
         Ok(())
     }
 
@@ -161,26 +160,12 @@ pub fn lane(shared: &Shared, endpoint: &str) -> Option<Lane> {
         return None;
     }
     let business = serde_json::to_string(&endpoint.business).ok()?;
-    let account = shared.business.catalogue.account_of(config);
-    let numbers = shared.store.numbers().unwrap_or_default();
-    let number = numbers.iter().find(|n| n.id == config.phone_number_id);
-    let portfolio = account
-        .as_ref()
-        .and_then(|a| {
-            shared
-                .store
-                .accounts()
-                .ok()?
-                .into_iter()
-                .find(|x| &x.id == a)?
-                .portfolio
-        })
-        .or(account)
-        .unwrap_or_else(|| format!("number:{}", config.phone_number_id));
+    // From memory: this runs for every live campaign on every tick.
+    let (portfolio, tier) = shared.business.catalogue.limit_of(config);
     Some(Lane {
         business,
         portfolio,
-        tier_limit: tier_limit(number.and_then(|n| n.messaging_limit_tier.as_deref())),
+        tier_limit: tier_limit(tier.as_deref()),
         per_second: f64::from(config.throughput_per_second) * f64::from(config.campaign_share)
             / 100.0,
     })

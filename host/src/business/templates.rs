@@ -22,7 +22,7 @@ use crate::plugins::types::{
     TemplateParameter, TemplateValue,
 };
 use crate::serve::config::EndpointConfig;
-use crate::store::business::{StoredNumber, StoredTemplate};
+use crate::store::business::{StoredAccount, StoredNumber, StoredTemplate};
 
 /// What a template's header needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -337,10 +337,10 @@ impl TemplateSpec {
 struct Inner {
     /// (account, name, language) → template.
     templates: HashMap<(String, String, String), Arc<TemplateSpec>>,
-    /// phone_number_id → account.
-    numbers: HashMap<String, String>,
-    /// Accounts known to the host.
-    accounts: BTreeSet<String>,
+    /// phone_number_id → (account, messaging-limit tier).
+    numbers: HashMap<String, (String, Option<String>)>,
+    /// Accounts known to the host → their business portfolio.
+    accounts: BTreeMap<String, Option<String>>,
 }
 
 /// Every stored template, in memory.
@@ -353,16 +353,18 @@ impl Catalogue {
     /// Replaces the whole catalogue with what the store holds.
     pub fn load(
         &self,
-        accounts: Vec<String>,
+        accounts: Vec<StoredAccount>,
         numbers: Vec<StoredNumber>,
         templates: Vec<StoredTemplate>,
     ) {
         let mut inner = Inner {
-            accounts: accounts.into_iter().collect(),
+            accounts: accounts.into_iter().map(|a| (a.id, a.portfolio)).collect(),
             ..Inner::default()
         };
         for n in numbers {
-            inner.numbers.insert(n.id, n.account);
+            inner
+                .numbers
+                .insert(n.id, (n.account, n.messaging_limit_tier));
         }
         for t in templates {
             let key = (t.account.clone(), t.name.clone(), t.language.clone());
@@ -377,14 +379,36 @@ impl Catalogue {
         config
             .waba_id
             .clone()
-            .filter(|id| inner.accounts.contains(id))
-            .or_else(|| inner.numbers.get(&config.phone_number_id).cloned())
+            .filter(|id| inner.accounts.contains_key(id))
+            .or_else(|| {
+                let (account, _) = inner.numbers.get(&config.phone_number_id)?;
+                Some(account.clone())
+            })
+    }
+
+    /// Where an endpoint's business-initiated messages count against Meta's messaging
+    /// limit: the key of its business portfolio (else its account, else its number, when
+    /// the host knows no better) and its number's messaging-limit tier.
+    pub fn limit_of(&self, config: &EndpointConfig) -> (String, Option<String>) {
+        let account = self.account_of(config);
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let portfolio = account
+            .as_ref()
+            .and_then(|a| inner.accounts.get(a).cloned().flatten())
+            .or(account)
+            .unwrap_or_else(|| format!("number:{}", config.phone_number_id));
+        let tier = inner
+            .numbers
+            .get(&config.phone_number_id)
+            .and_then(|(_, tier)| tier.clone());
+        (portfolio, tier)
     }
 
     /// The account that owns a phone number.
     pub fn account_of_number(&self, phone_number_id: &str) -> Option<String> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        inner.numbers.get(phone_number_id).cloned()
+        let (account, _) = inner.numbers.get(phone_number_id)?;
+        Some(account.clone())
     }
 
     /// The stored template an endpoint would send under this name and language.
@@ -529,5 +553,56 @@ mod tests {
             buttons: Vec::new(),
         };
         assert!(s.validate(&positional).is_err());
+    }
+
+    #[test]
+    fn a_number_counts_against_its_accounts_portfolio_and_tier() {
+        let endpoint = |number: &str| {
+            let toml = format!(
+                "[[endpoints]]\nid = 'shop'\nflow = 'f.json'\nphone_number_id = '{number}'\nverify_token = 'vt'\n\
+                 insecure_skip_signature = true\n"
+            );
+            let config =
+                crate::serve::config::ServeConfig::from_toml(&toml, std::path::Path::new("."))
+                    .expect("config");
+            config.endpoints.into_iter().next().expect("an endpoint")
+        };
+        let account = |id: &str, portfolio: Option<&str>| StoredAccount {
+            id: id.into(),
+            name: None,
+            portfolio: portfolio.map(String::from),
+            graph_api_base: String::new(),
+            graph_api_version: String::new(),
+            token: String::new(),
+            subscribed: None,
+            refreshed_ms: 0,
+            created_ms: 0,
+        };
+        let number = |id: &str, account: &str, tier: Option<&str>| StoredNumber {
+            id: id.into(),
+            account: account.into(),
+            display_phone_number: None,
+            verified_name: None,
+            quality_rating: None,
+            throughput_level: None,
+            messaging_limit_tier: tier.map(String::from),
+            updated_ms: 0,
+        };
+        let catalogue = Catalogue::default();
+        catalogue.load(
+            vec![
+                account("waba-1", Some("portfolio-1")),
+                account("waba-2", None),
+            ],
+            vec![
+                number("100", "waba-1", Some("TIER_2K")),
+                number("200", "waba-2", None),
+            ],
+            Vec::new(),
+        );
+        let limit = |n: &str| catalogue.limit_of(&endpoint(n));
+        assert_eq!(limit("100"), ("portfolio-1".into(), Some("TIER_2K".into())));
+        assert_eq!(limit("200"), ("waba-2".into(), None));
+        assert_eq!(limit("300"), ("number:300".into(), None));
     }
 }
