@@ -6,6 +6,10 @@
 //!   rewrite or split it; the next hook sees each piece), then every hook's
 //!   `on-execution-finished` with the final list.
 //!
+//! The pieces one output becomes across the chain are capped at
+//! [`MAX_OUTPUTS_PER_HOOK_CALL`] (each call is capped by the plugin runtime; a chain of
+//! splitting hooks would otherwise multiply); going over is a failure of the hook that did.
+//!
 //! A hook failure (trap, missed deadline, memory limit, or the hook's own `err`) follows the
 //! endpoint's [`FailurePolicy`]: `continue` logs it and goes on with the value as it was
 //! before that hook; `abort` returns a [`TransformError`] naming the hook, which the caller
@@ -16,6 +20,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::plugins::limits::MAX_OUTPUTS_PER_HOOK_CALL;
 use crate::plugins::types::{BotOutput, InboundMessage};
 use crate::plugins::{FailureKind, HookPlugin, InputAction, PluginError, SessionView};
 
@@ -196,6 +201,23 @@ impl Transformers {
                     };
                     self.fail(hook, "on-output", failure)?;
                     next.push(piece);
+                }
+                // Each call is capped, but a chain of splitting hooks would multiply: the
+                // pieces of one output are capped too, as a failure of the hook that went
+                // over; under `continue` the first pieces up to the cap go on.
+                if next.len() > MAX_OUTPUTS_PER_HOOK_CALL {
+                    let error = crate::plugins::limits::check(
+                        hook.name(),
+                        hook.version(),
+                        "on-output",
+                        "outputs for one output across the chain",
+                        next.len(),
+                        MAX_OUTPUTS_PER_HOOK_CALL,
+                    );
+                    if let Err(e) = error {
+                        self.fail(hook, "on-output", HookFailure::Plugin(Box::new(e)))?;
+                    }
+                    next.truncate(MAX_OUTPUTS_PER_HOOK_CALL);
                 }
                 pieces = next;
             }

@@ -13,5 +13,6 @@ mod chat;
 mod cli;
 mod golden;
 mod hooks;
+mod plugin_limits;
 mod runtime;
 mod serve;

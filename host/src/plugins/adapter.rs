@@ -22,6 +22,7 @@ use super::bindings::{latest, v0_1_0};
 use super::convert::convert;
 use super::engine::{HostState, PluginLimits, PluginRuntime};
 use super::instance::{self, InstancePool, Prepared, WorldBindings};
+use super::limits;
 use super::types::{
     AdapterError, BotOutput, ChannelInfo, Decoded, HandshakeReply, RenderContext, RequestSpec,
     SendOutcome, SendResult,
@@ -128,7 +129,21 @@ impl AdapterPlugin {
         }
     }
 
+    /// At most [`limits::MAX_EVENTS_PER_DECODE`] events, else a failure.
     pub fn decode(&self, body: &[u8]) -> Result<Result<Decoded, AdapterError>, PluginError> {
+        let decoded = self.decode_unchecked(body)?;
+        if let Ok(decoded) = &decoded {
+            self.cap(
+                "decode",
+                "events",
+                decoded.events.len(),
+                limits::MAX_EVENTS_PER_DECODE,
+            )?;
+        }
+        Ok(decoded)
+    }
+
+    fn decode_unchecked(&self, body: &[u8]) -> Result<Result<Decoded, AdapterError>, PluginError> {
         match &self.pool {
             Pool::Latest(pool) => pool.call("decode", |a, s| {
                 a.plugboard_channel_adapter().call_decode(s, body)
@@ -142,7 +157,35 @@ impl AdapterPlugin {
         }
     }
 
+    /// At most [`limits::MAX_SPECS_PER_RENDER`] request specs, else a failure.
     pub fn render(
+        &self,
+        output: &BotOutput,
+        context: &RenderContext,
+    ) -> Result<Result<Vec<RequestSpec>, AdapterError>, PluginError> {
+        let specs = self.render_unchecked(output, context)?;
+        if let Ok(specs) = &specs {
+            self.cap(
+                "render",
+                "request specs",
+                specs.len(),
+                limits::MAX_SPECS_PER_RENDER,
+            )?;
+        }
+        Ok(specs)
+    }
+
+    fn cap(
+        &self,
+        call: &'static str,
+        what: &str,
+        count: usize,
+        cap: usize,
+    ) -> Result<(), PluginError> {
+        limits::check(&self.info.name, &self.info.version, call, what, count, cap)
+    }
+
+    fn render_unchecked(
         &self,
         output: &BotOutput,
         context: &RenderContext,
@@ -212,11 +255,12 @@ impl AdapterPlugin {
 
 /// Smoke-calls `info` on a first instance, which then becomes the first warm one of the
 /// pool: a component that cannot describe itself is refused.
-fn start<B: WorldBindings>(
+fn start<B: WorldBindings + Send + Sync>(
     runtime: &Arc<PluginRuntime>,
     prepared: Prepared<B>,
     limits: PluginLimits,
-    call_info: impl FnOnce(&B, &mut wasmtime::Store<HostState>) -> wasmtime::Result<ChannelInfo>,
+    call_info: impl FnOnce(&B, &mut wasmtime::Store<HostState>) -> wasmtime::Result<ChannelInfo>
+    + Send,
 ) -> Result<(ChannelInfo, InstancePool<B>), PluginError> {
     let smoke_error = |store: &wasmtime::Store<_>, e| {
         PluginError::Smoke(
@@ -227,7 +271,7 @@ fn start<B: WorldBindings>(
         Ok(warm) => warm,
         Err((store, e)) => return Err(smoke_error(&store, e)),
     };
-    let info = match call_info(&warm.bindings, &mut warm.store) {
+    let info = match super::offthread::off_async(|| call_info(&warm.bindings, &mut warm.store)) {
         Ok(info) => info,
         Err(e) => return Err(smoke_error(&warm.store, e)),
     };

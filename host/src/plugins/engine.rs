@@ -4,11 +4,21 @@
 //! - epoch interruption is on and a ticker thread advances the epoch every [`TICK`]; every
 //!   store gets a deadline in ticks before each call, so a guest that loops forever traps
 //!   with `Interrupt` instead of hanging a worker;
-//! - every store has a [`MemoryLimiter`]; growing past the plugin's limit traps the guest;
+//! - every store has a [`MemoryLimiter`]: the plugin's memory limit is a total over every
+//!   linear memory of the store, and a store holds at most [`MAX_INSTANCES`] core
+//!   instances, [`MAX_TABLES`] tables (of at most [`MAX_TABLE_ELEMENTS`] elements) and
+//!   [`MAX_MEMORIES`] memories; growing or instantiating past a limit traps the guest;
 //! - the linker holds WASI preview 2 only, with a deny-all context: no preopened
 //!   directories, no environment or arguments, no sockets or name lookup, a frozen clock,
 //!   fixed randomness, stdout discarded and stderr captured (for panic messages). No
-//!   `wasi:http`: a component that imports it fails to link.
+//!   `wasi:http`: a component that imports it fails to link;
+//! - nothing a plugin imports can wait: `wasi:io/poll` `poll`, `[method]pollable.block`
+//!   and the monotonic clock's `subscribe-duration`/`subscribe-instant` (what
+//!   `std::thread::sleep` becomes) are shadowed by functions that trap at once with
+//!   [`WAIT_REFUSED`]. A wait runs in host code, where epoch interruption cannot reach it,
+//!   so without this a guest could hold a thread past its deadline for as long as it liked.
+//!   The remaining host functions finish without waiting (stdin is empty, stdout and
+//!   stderr are in-memory pipes).
 //!
 //! Compiled components are cached by the sha256 of their bytes (a few entries), so the
 //! same plugin loaded for many endpoints, or reloaded after an admin change, is compiled
@@ -30,6 +40,46 @@ pub const TICK: Duration = Duration::from_millis(5);
 
 /// How much of a guest's stderr is kept for error messages.
 const STDERR_CAPTURE: usize = 4096;
+
+/// Core instances one plugin store may create. A Rust component needs a handful (its
+/// module, the WASI adapter, shims); the rest is headroom.
+pub const MAX_INSTANCES: usize = 32;
+/// Tables one plugin store may create.
+pub const MAX_TABLES: usize = 32;
+/// Linear memories one plugin store may create (their sizes count against one total).
+pub const MAX_MEMORIES: usize = 8;
+/// Elements one table may grow to.
+pub const MAX_TABLE_ELEMENTS: usize = 100_000;
+
+/// The trap message of every WASI import that would wait.
+pub const WAIT_REFUSED: &str = "plugins may not wait: time is an argument";
+
+/// The WASI functions that can wait, by interface: shadowed in the linker by
+/// [`refuse_waits`]. The interface versions are the ones wasmtime-wasi defines (imports of
+/// any older 0.2.x resolve to them); a unit test proves the shadow is what a sleeping guest
+/// reaches.
+const WAITING_IMPORTS: &[(&str, &[&str])] = &[
+    ("wasi:io/poll@0.2.12", &["poll", "[method]pollable.block"]),
+    (
+        "wasi:clocks/monotonic-clock@0.2.12",
+        &["subscribe-duration", "subscribe-instant"],
+    ),
+];
+
+/// The error of a refused wait: recognised by [`super::instance::failure`] for its detail.
+#[derive(Debug)]
+pub struct WaitRefused {
+    /// The refused import, e.g. `wasi:io/poll@0.2.12#poll`.
+    pub import: String,
+}
+
+impl std::fmt::Display for WaitRefused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{WAIT_REFUSED} (`{}`)", self.import)
+    }
+}
+
+impl std::error::Error for WaitRefused {}
 
 /// Per-plugin limits, applied to every call.
 #[derive(Debug, Clone)]
@@ -97,6 +147,7 @@ impl PluginRuntime {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
+        refuse_waits(&mut linker)?;
 
         spawn_ticker(&engine);
         Ok(PluginRuntime {
@@ -177,6 +228,26 @@ impl PluginRuntime {
     }
 }
 
+/// Replaces every import of [`WAITING_IMPORTS`] with a function that traps with
+/// [`WaitRefused`]. Dynamically typed, so the shadow matches whatever signature the
+/// import has (borrowed pollables included) without naming wasmtime-wasi's resource types.
+fn refuse_waits(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    for (interface, functions) in WAITING_IMPORTS {
+        let mut instance = linker.instance(interface)?;
+        for function in *functions {
+            let import = format!("{interface}#{function}");
+            instance.func_new(function, move |_store, _ty, _params, _results| {
+                Err(wasmtime::Error::new(WaitRefused {
+                    import: import.clone(),
+                }))
+            })?;
+        }
+    }
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
 /// Advances the epoch every [`TICK`] for as long as the engine lives. Holds only a weak
 /// handle so the thread ends when the last engine clone is dropped.
 fn spawn_ticker(engine: &Engine) {
@@ -222,18 +293,23 @@ impl WasiView for HostState {
     }
 }
 
-/// Caps linear-memory growth and remembers the high-water mark, so the pool can drop an
+/// Caps the total of every linear memory of a store (not each one: a component with
+/// several memories gets no multiple of the limit), caps the numbers of instances, tables
+/// and memories, and remembers the high-water mark of the total, so the pool can drop an
 /// instance that grew large on one big input instead of keeping that memory forever.
 pub(crate) struct MemoryLimiter {
     max: usize,
+    /// Bytes of every linear memory of the store together.
+    total: usize,
     pub(crate) peak: usize,
     pub(crate) exceeded: bool,
 }
 
 impl MemoryLimiter {
-    fn new(max: usize) -> Self {
+    pub(crate) fn new(max: usize) -> Self {
         MemoryLimiter {
             max,
+            total: 0,
             peak: 0,
             exceeded: false,
         }
@@ -243,18 +319,24 @@ impl MemoryLimiter {
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.max {
+        // A new memory grows from 0 to its initial size: counted the same way.
+        let total = self
+            .total
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.max {
             self.exceeded = true;
             wasmtime::bail!(
-                "memory would grow to {desired} bytes, over the limit of {} bytes",
+                "memory would grow to {total} bytes in total, over the limit of {} bytes",
                 self.max
             );
         }
-        self.peak = self.peak.max(desired);
+        self.total = total;
+        self.peak = self.peak.max(total);
         Ok(true)
     }
 
@@ -264,7 +346,19 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= 100_000)
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
     }
 }
 
@@ -286,5 +380,44 @@ impl HostMonotonicClock for FrozenClock {
     }
     fn now(&self) -> u64 {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_limit_is_a_total_over_every_memory_of_the_store() {
+        let mut limiter = MemoryLimiter::new(10 << 20);
+        // Two memories of 4 MiB each: 8 MiB in total, within the limit.
+        assert!(limiter.memory_growing(0, 4 << 20, None).expect("first"));
+        assert!(limiter.memory_growing(0, 4 << 20, None).expect("second"));
+        assert_eq!(limiter.peak, 8 << 20);
+        // A third memory of 4 MiB would make 12: refused, though each alone is under 10.
+        let error = limiter
+            .memory_growing(0, 4 << 20, None)
+            .expect_err("over the total");
+        assert!(limiter.exceeded);
+        assert!(error.to_string().contains("in total"), "{error}");
+        // Growing one memory counts only the growth.
+        let mut limiter = MemoryLimiter::new(10 << 20);
+        assert!(limiter.memory_growing(0, 4 << 20, None).expect("start"));
+        assert!(limiter.memory_growing(4 << 20, 9 << 20, None).expect("grow"));
+        assert_eq!(limiter.peak, 9 << 20);
+    }
+
+    #[test]
+    fn instance_table_and_memory_counts_are_capped() {
+        let limiter = MemoryLimiter::new(1 << 20);
+        assert_eq!(limiter.instances(), MAX_INSTANCES);
+        assert_eq!(limiter.tables(), MAX_TABLES);
+        assert_eq!(limiter.memories(), MAX_MEMORIES);
+        let mut limiter = limiter;
+        assert!(
+            !limiter
+                .table_growing(0, MAX_TABLE_ELEMENTS + 1, None)
+                .expect("answers")
+        );
     }
 }

@@ -9,8 +9,12 @@ pub enum FailureKind {
     DeadlineExceeded,
     /// The guest tried to grow its memory past the limit.
     MemoryLimit,
-    /// Any other trap: a guest panic, an out-of-bounds access, `unreachable`.
+    /// Any other trap: a guest panic, an out-of-bounds access, `unreachable`, a refused
+    /// wait.
     Trap,
+    /// The call answered more items than the host takes from one call (see
+    /// [`super::limits`]); the answer is dropped.
+    OutputLimit,
 }
 
 impl fmt::Display for FailureKind {
@@ -19,6 +23,7 @@ impl fmt::Display for FailureKind {
             FailureKind::DeadlineExceeded => "deadline exceeded",
             FailureKind::MemoryLimit => "memory limit exceeded",
             FailureKind::Trap => "trapped",
+            FailureKind::OutputLimit => "output limit exceeded",
         })
     }
 }

@@ -21,6 +21,7 @@ use super::bindings::{latest, v0_1_0};
 use super::convert::convert;
 use super::engine::{PluginLimits, PluginRuntime};
 use super::instance::{self, InstancePool, WorldBindings};
+use super::limits;
 use super::types::{BotOutput, InboundMessage};
 
 pub struct HookPlugin {
@@ -74,6 +75,11 @@ impl HookPlugin {
         &self.name
     }
 
+    /// `sha256:` and the first 12 hex digits of the hash: the version in errors.
+    pub fn version(&self) -> &str {
+        &self.version
+    }
+
     /// The WIT package version the component was built against, e.g. `0.1.0`.
     pub fn wit_version(&self) -> &str {
         &self.wit_version
@@ -116,8 +122,28 @@ impl HookPlugin {
         }
     }
 
-    /// `on-output`: the outputs that replace `output` (none = drop, several = split).
+    /// `on-output`: the outputs that replace `output` (none = drop, several = split), at
+    /// most [`limits::MAX_OUTPUTS_PER_HOOK_CALL`], else a failure.
     pub fn on_output(
+        &self,
+        output: &BotOutput,
+        session: &SessionView,
+    ) -> Result<Result<Vec<BotOutput>, String>, PluginError> {
+        let answer = self.on_output_unchecked(output, session)?;
+        if let Ok(outputs) = &answer {
+            limits::check(
+                &self.name,
+                &self.version,
+                "on-output",
+                "outputs",
+                outputs.len(),
+                limits::MAX_OUTPUTS_PER_HOOK_CALL,
+            )?;
+        }
+        Ok(answer)
+    }
+
+    fn on_output_unchecked(
         &self,
         output: &BotOutput,
         session: &SessionView,
@@ -195,7 +221,7 @@ impl HookPlugin {
 
 /// Instantiates once at load, so a component whose start-up traps is refused here rather
 /// than on the first message; the instance becomes the first warm one of the pool.
-fn start<B: WorldBindings>(
+fn start<B: WorldBindings + Send>(
     runtime: &Arc<PluginRuntime>,
     name: &str,
     version: &str,

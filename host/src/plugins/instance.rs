@@ -8,8 +8,9 @@
 //! ([`Compiled::exports`]) → [`prepare`]: link against the deny-all linker (refusing imports
 //! the host does not provide) → pre-instantiate.
 //!
-//! Call ([`InstancePool::call`]): take a warm instance from the pool (or instantiate one
-//! from the pre-instantiated component), reset its deadline, call, and put it back. An
+//! Call ([`InstancePool::call`]): always through [`off_async`], so a call is safe from any
+//! thread (see [`super::offthread`]); take a warm instance from the pool (or instantiate
+//! one from the pre-instantiated component), reset its deadline, call, and put it back. An
 //! instance whose call failed is never reused (a trapped instance is poisoned), nor one that
 //! grew past [`RECYCLE_ABOVE_BYTES`]. Plugins are stateless by contract, so reuse changes no
 //! result.
@@ -21,7 +22,8 @@ use wasmtime::component::types::ComponentItem;
 use wasmtime::component::{Component, InstancePre};
 
 use super::bindings::{latest, v0_1_0, v0_1_1};
-use super::engine::{HostState, PluginLimits, PluginRuntime};
+use super::engine::{HostState, PluginLimits, PluginRuntime, WaitRefused};
+use super::offthread::off_async;
 use super::{FailureKind, PluginError};
 
 /// An instance whose memory grew past this is dropped after its call, giving the memory
@@ -178,13 +180,14 @@ pub(crate) struct Warm<B> {
 
 /// Instantiates a first instance for a load-time check. `plugin` names the component in a
 /// failure (it has no name of its own yet).
-pub(crate) fn first_instance<B: WorldBindings>(
+pub(crate) fn first_instance<B: WorldBindings + Send>(
     runtime: &PluginRuntime,
     pre: &B::Pre,
     limits: &PluginLimits,
 ) -> Result<Warm<B>, (Store<HostState>, wasmtime::Error)> {
     let mut store = runtime.new_store(limits);
-    match B::instantiate(pre, &mut store) {
+    // Instantiation runs guest code (start functions): off the async threads too.
+    match off_async(|| B::instantiate(pre, &mut store)) {
         Ok(bindings) => Ok(Warm { store, bindings }),
         Err(e) => Err((store, e)),
     }
@@ -228,8 +231,21 @@ impl<B: WorldBindings> InstancePool<B> {
         &self.limits
     }
 
-    /// Runs one call on a warm or fresh instance under the plugin's limits.
-    pub fn call<R>(
+    /// Runs one call on a warm or fresh instance under the plugin's limits, from any
+    /// thread ([`off_async`]).
+    pub fn call<R: Send>(
+        &self,
+        call: &'static str,
+        f: impl FnOnce(&B, &mut Store<HostState>) -> wasmtime::Result<R> + Send,
+    ) -> Result<R, PluginError>
+    where
+        B: Send,
+        B::Pre: Sync,
+    {
+        off_async(|| self.call_here(call, f))
+    }
+
+    fn call_here<R>(
         &self,
         call: &'static str,
         f: impl FnOnce(&B, &mut Store<HostState>) -> wasmtime::Result<R>,
@@ -320,10 +336,16 @@ pub(crate) fn failure(
         FailureKind::MemoryLimit => format!("limit is {} bytes", limits.max_memory_bytes),
         // The trap itself (e.g. "wasm `unreachable` instruction executed"), not wasmtime's
         // multi-line backtrace preamble.
-        FailureKind::Trap => match error.downcast_ref::<wasmtime::Trap>() {
-            Some(trap) => trap.to_string(),
-            None => first_line(&format!("{error:#}")),
+        FailureKind::Trap => match (
+            error.downcast_ref::<WaitRefused>(),
+            error.downcast_ref::<wasmtime::Trap>(),
+        ) {
+            (Some(refused), _) => refused.to_string(),
+            (None, Some(trap)) => trap.to_string(),
+            (None, None) => first_line(&format!("{error:#}")),
         },
+        // Not a wasmtime error: checked on the answer (`limits`), never classified here.
+        FailureKind::OutputLimit => first_line(&format!("{error:#}")),
     };
     let stderr = state.stderr_text();
     if !stderr.is_empty() {

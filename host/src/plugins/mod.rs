@@ -16,6 +16,9 @@
 //!   0.1.x version the component was built against.
 //! - [`hook`]: [`HookPlugin`], a transformer hook (`on-input`, `on-output`,
 //!   `on-execution-finished`) with its own tighter limits ([`PluginLimits::hook_default`]).
+//! - [`offthread`]: where a call runs: never on a thread driving async tasks.
+//! - [`limits`]: caps on what one call may answer (events per decode, request specs per
+//!   render, outputs per hook call).
 //!
 //! A trap, a missed deadline or a memory-limit hit in a plugin is a [`PluginError`] naming
 //! the plugin and its version; the instance is discarded and the host goes on.
@@ -27,6 +30,8 @@ pub mod engine;
 mod error;
 pub mod hook;
 mod instance;
+pub mod limits;
+pub mod offthread;
 
 pub use adapter::AdapterPlugin;
 pub use bindings::latest::hook::{HistoryTurn, InputAction, InputResult, SessionView, Speaker};

@@ -13,8 +13,9 @@
 //! With `?whatsapp=…` it is the Webitel-style account management form instead
 //! ([`crate::admin::webitel`]), behind the admin token.
 //!
-//! `/healthz` (the process is up), `/readyz` (the store answers and the plugins are
-//! loaded), `/metrics` (Prometheus text).
+//! `/healthz` (the process is up), `/readyz` (the store answers, the plugins are loaded and
+//! every pipeline loop is running; `stopped_stages` names any that ended), `/metrics`
+//! (Prometheus text).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -196,11 +197,15 @@ async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
             })
         })
         .collect();
-    let ready = store.is_ok() && !shared.is_stopping();
+    // A loop that ended while the host is not stopping (a panic, a bug): webhooks would be
+    // acknowledged and never processed, so the host is not ready.
+    let stopped = shared.stages.stopped();
+    let ready = store.is_ok() && !shared.is_stopping() && stopped.is_empty();
     let body = serde_json::json!({
         "ready": ready,
         "store": store.as_ref().map(|_| "ok".to_string()).unwrap_or_else(|e| e.to_string()),
         "stopping": shared.is_stopping(),
+        "stopped_stages": stopped,
         "plugins": plugins,
     });
     let status = if ready {

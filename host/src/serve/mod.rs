@@ -17,10 +17,12 @@
 //! - [`workers`]: per-conversation ordered steps and their one-transaction commits.
 //! - [`staging`]: the session store and output collector a step runs against.
 //! - [`sender`]: the outbound schedule and the Graph API calls.
+//! - [`graph_paths`]: which Graph API routes an adapter's request specs may name.
 //! - [`endpoint`]: one endpoint's adapter, flow, hooks and conversations.
 //! - [`registry`]: the endpoints being served, changeable at run time (admin API), seeded
 //!   from the config into the store at start.
 //! - [`notices`]: the events announced to an endpoint's outbound webhooks.
+//! - [`stages`]: liveness of the long-running loops, for `/readyz`.
 //! - [`signature`], [`retry`], [`metrics`], [`logging`]: what their names say.
 //!
 //! [`Server::start`] resumes whatever a previous run left pending (inbox rows, events,
@@ -31,6 +33,7 @@ pub mod cli;
 pub mod config;
 pub mod edge;
 pub mod endpoint;
+pub mod graph_paths;
 pub mod logging;
 pub mod metrics;
 pub mod notices;
@@ -40,6 +43,7 @@ pub mod retry;
 pub mod sender;
 pub mod signature;
 pub mod staging;
+pub mod stages;
 pub mod workers;
 
 use std::future::Future;
@@ -117,6 +121,8 @@ pub struct Shared {
     /// The runtime the pipeline (demux, workers, sender, timers) runs on: its own threads,
     /// so the edge's acknowledgements never queue behind pipeline work (see [`Server`]).
     pub pipeline: tokio::runtime::Handle,
+    /// Which long-running loops are still running (`/readyz` names a stopped one).
+    pub stages: stages::Stages,
     inbox: mpsc::UnboundedSender<InboxRow>,
     stop: watch::Sender<bool>,
     tracked: AtomicUsize,
@@ -301,6 +307,7 @@ impl Server {
             sender_workers: config.sender.workers,
             retention_days: config.store.retention_days,
             pipeline: pipeline_rt.handle().clone(),
+            stages: stages::Stages::default(),
             inbox,
             stop,
             tracked: AtomicUsize::new(0),
@@ -335,16 +342,27 @@ impl Server {
             shared.notify_inbox(row);
         }
 
-        let sender = pipeline_rt.spawn(sender::sender_loop(
-            shared.clone(),
-            sender,
-            sender_rx,
-            outbox,
+        let stages = &shared.stages;
+        let sender = pipeline_rt.spawn(stages.watch(
+            "sender",
+            sender::sender_loop(shared.clone(), sender, sender_rx, outbox),
         ));
-        let demux = pipeline_rt.spawn(pipeline::demux_loop(shared.clone(), inbox_rx));
-        let timers = pipeline_rt.spawn(pipeline::timer_loop(shared.clone()));
-        let hooks = pipeline_rt.spawn(crate::admin::events::delivery_loop(shared.clone()));
-        let campaigns = pipeline_rt.spawn(crate::business::campaign_loop(shared.clone()));
+        let demux = pipeline_rt.spawn(stages.watch(
+            "demux",
+            pipeline::demux_loop(shared.clone(), inbox_rx),
+        ));
+        let timers = pipeline_rt.spawn(stages.watch(
+            "timers",
+            pipeline::timer_loop(shared.clone()),
+        ));
+        let hooks = pipeline_rt.spawn(stages.watch(
+            "event_delivery",
+            crate::admin::events::delivery_loop(shared.clone()),
+        ));
+        let campaigns = pipeline_rt.spawn(stages.watch(
+            "campaigns",
+            crate::business::campaign_loop(shared.clone()),
+        ));
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

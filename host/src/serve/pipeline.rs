@@ -4,7 +4,9 @@
 //!   periodic scan, which also picks up rows put back by `plugboard replay`). A batch is
 //!   decoded through the endpoint's adapter off the async threads, then recorded in one
 //!   store call: events under their UNIQUE dedupe keys (a redelivered webhook adds nothing),
-//!   the inbox rows done, or dead letters for bodies the adapter refused or trapped on.
+//!   the inbox rows done, or dead letters for bodies the adapter refused, trapped on, ran
+//!   out of time on or answered too much for. A panic while decoding one row is contained
+//!   to that row (a dead letter): the loop goes on, and a restart does not meet it again.
 //! - **Dispatch** ([`dispatch`]): each newly recorded event goes where it belongs: messages
 //!   and `send_failed` notes to their conversation's worker (in order, see
 //!   [`super::workers`]); statuses to [`apply_statuses`]; system notices, channel errors and
@@ -88,18 +90,21 @@ pub async fn demux_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Inb
 
 /// Decodes and records one batch, then dispatches the new events.
 pub async fn demux_batch(shared: &Arc<Shared>, rows: Vec<InboxRow>) {
-    // A few rows decode in tens of microseconds: inline is cheaper than a thread handoff.
-    // Bigger batches go to the blocking pool so the async threads keep answering webhooks.
+    // A few rows decode in tens of microseconds: in place (this worker's queue handed to
+    // another thread for the while, once per batch: see `plugins::offthread`) is cheaper
+    // than a round trip through the blocking pool. Bigger batches go to the blocking pool
+    // so this loop's thread keeps going.
     let decoded = if rows.len() <= INLINE_DECODE {
-        Ok(rows
-            .into_iter()
-            .map(|row| decode_row(shared, row))
-            .collect::<Vec<_>>())
+        Ok(crate::plugins::offthread::off_async(|| {
+            rows.into_iter()
+                .map(|row| decode_row_contained(shared, row))
+                .collect::<Vec<_>>()
+        }))
     } else {
         let decoder = shared.clone();
         tokio::task::spawn_blocking(move || {
             rows.into_iter()
-                .map(|row| decode_row(&decoder, row))
+                .map(|row| decode_row_contained(&decoder, row))
                 .collect::<Vec<_>>()
         })
         .await
@@ -126,6 +131,35 @@ pub async fn demux_batch(shared: &Arc<Shared>, rows: Vec<InboxRow>) {
     };
     for rows in recorded {
         dispatch(shared, rows).await;
+    }
+}
+
+/// [`decode_row`] with a panic contained to its row: the row becomes a dead letter (so it
+/// is not decoded into the same panic again after a restart) and the batch goes on.
+fn decode_row_contained(shared: &Shared, row: InboxRow) -> Demuxed {
+    let (inbox_id, endpoint) = (row.id, row.endpoint.clone());
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| decode_row(shared, row))) {
+        Ok(demuxed) => demuxed,
+        Err(panic) => {
+            let detail = format!(
+                "decoding panicked: {}",
+                super::stages::panic_message(panic.as_ref())
+            );
+            tracing::error!(endpoint = %endpoint, inbox = inbox_id, %detail, "webhook kept as a dead letter");
+            shared
+                .metrics
+                .events_total
+                .with_label_values(&[endpoint.as_str(), "dead_letter"])
+                .inc();
+            Demuxed {
+                inbox_id,
+                endpoint,
+                outcome: DemuxOutcome::Dead {
+                    reason: "plugin_failed".into(),
+                    detail,
+                },
+            }
+        }
     }
 }
 

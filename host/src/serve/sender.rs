@@ -10,13 +10,16 @@
 //! exceed one waits, it is never dropped.
 //!
 //! A send ([`send_row`]): 24-hour window pre-flight for free-form rows → adapter `render` →
+//! every request spec checked against the Graph routes adapters may use
+//! ([`super::graph_paths`]; a refused one makes the row a dead letter, nothing is sent) →
 //! each request spec not yet accepted (a retry resumes after the parts already sent) → HTTP
 //! with the endpoint's bearer token, added here and never seen by the plugin → adapter
 //! `classify` → recorded in the store. Retries follow the configured schedule (data, with
 //! jitter; the channel's Retry-After or 4^n advice is clamped and wins when longer);
 //! 130429 and 80007 pause the whole number. Window closed (before sending, or 131047 from
 //! Meta) uses the endpoint's `window_template` or ends as a dead letter; any other final
-//! failure is a dead letter plus a `send_failed` event for the conversation.
+//! failure is a dead letter plus a `send_failed` event for the conversation. A send that
+//! panics is a failed attempt like any other, so it ends as a dead letter too.
 //!
 //! Delivery to Meta is at-least-once: a crash between Meta's answer and the store's commit
 //! sends that one request again after the restart (Meta has no idempotency key).
@@ -353,18 +356,30 @@ impl Schedule {
         tokio::spawn(async move {
             let done = match endpoint {
                 Some(endpoint) => {
-                    // Its own task, so a panic (a bug) still reports back: the conversation
-                    // must not stay "in flight" forever, nor shutdown wait for it.
+                    // Its own task, so a panic (in render, classify, the send or a bug of
+                    // ours) still reports back: the conversation must not stay "in flight"
+                    // forever, nor shutdown wait for it. A panic counts as a failed attempt,
+                    // so a row that panics every time ends as a dead letter when the retry
+                    // schedule runs out instead of being tried forever.
+                    let row = queued.row.clone();
                     let send = {
                         let shared = shared.clone();
                         tokio::spawn(async move { send_row(&shared, &endpoint, &queued).await })
                     };
-                    send.await.unwrap_or_else(|e| {
-                        tracing::error!(conversation = %key.masked(), "send task panicked: {e}");
-                        Done::Later {
-                            at_ms: now_ms().saturating_add(60_000),
+                    match send.await {
+                        Ok(done) => done,
+                        Err(e) => {
+                            let detail = match e.try_into_panic() {
+                                Ok(panic) => format!(
+                                    "the send panicked: {}",
+                                    super::stages::panic_message(panic.as_ref())
+                                ),
+                                Err(e) => format!("the send task failed: {e}"),
+                            };
+                            tracing::error!(conversation = %key.masked(), outbox = row.id, "{detail}");
+                            retry(&shared, &row, row.parts_sent, None, detail, false).await
                         }
-                    })
+                    }
                 }
                 None => {
                     // Deleted or disconnected: the store closed its pending rows (dead
@@ -486,6 +501,15 @@ async fn send_row(shared: &Arc<Shared>, endpoint: &Endpoint, queued: &Queued) ->
             return retry(shared, row, row.parts_sent, None, e.to_string(), false).await;
         }
     };
+    // Every part is checked before the first goes out: a refused path sends nothing.
+    let mut specs = specs;
+    for spec in &mut specs {
+        match super::graph_paths::check(spec.method, &spec.path, &endpoint.config.phone_number_id)
+        {
+            Ok(path) => spec.path = path,
+            Err(reason) => return dead(shared, row, "graph_path_refused", reason).await,
+        }
+    }
     let total = specs.len();
     let skip = usize::try_from(row.parts_sent).unwrap_or(usize::MAX);
     for (index, spec) in specs.into_iter().enumerate().skip(skip) {
@@ -638,7 +662,8 @@ async fn post(
         "{}/{}/{}",
         endpoint.config.graph_api_base.trim_end_matches('/'),
         endpoint.config.graph_api_version,
-        spec.path.trim_start_matches('/')
+        // Checked by `graph_paths::check`: a plain relative path of an allowed route.
+        spec.path
     );
     let method = match spec.method {
         HttpMethod::Get => reqwest::Method::GET,

@@ -3,7 +3,14 @@
 //! It exports the real `plugboard:channel/adapter@0.1.0` so the host accepts it, then
 //! misbehaves on demand so the runtime tests can show that the host stops it and goes on:
 //! `decode(b"loop")` never returns, `decode(b"alloc")` allocates until something stops it,
-//! `decode(b"panic")` panics (a trap). Any other body decodes to nothing.
+//! `decode(b"panic")` panics (a trap), `decode(b"sleep")` sleeps for 30 s in WASI (a
+//! wait the host must refuse), `decode(b"flood")` answers 1,001 events (over the host's
+//! cap). `decode(b"msg:<phone>:<unix seconds>")` is one text message `hi` from `<phone>`
+//! (so a flow runs and something is rendered). Any other body decodes to nothing.
+//!
+//! `render` is told apart by the recipient's phone: `666…` renders a request spec whose
+//! path escapes the endpoint's number (`../../other/messages`), `777…` sleeps for 30 s;
+//! anything else is refused as unsupported.
 
 #![allow(clippy::crate_in_macro_def)]
 
@@ -68,17 +75,47 @@ impl Guest for Misbehaving {
                 }
             }
             b"panic" => panic!("the misbehaving guest panics on purpose"),
-            _ => Ok(Decoded {
-                events: Vec::new(),
+            b"sleep" => {
+                std::thread::sleep(std::time::Duration::from_secs(30));
+                Ok(nothing())
+            }
+            b"flood" => Ok(Decoded {
+                events: (0..1_001).map(|i| message(&format!("flood-{i}"), "1", 0)).collect(),
                 skipped: Vec::new(),
             }),
+            other => match std::str::from_utf8(other)
+                .ok()
+                .and_then(|text| text.strip_prefix("msg:"))
+                .and_then(|rest| rest.split_once(':'))
+            {
+                Some((phone, seconds)) => Ok(Decoded {
+                    events: vec![message(
+                        &format!("msg:{phone}:{seconds}"),
+                        phone,
+                        seconds.parse().unwrap_or(0),
+                    )],
+                    skipped: Vec::new(),
+                }),
+                None => Ok(nothing()),
+            },
         }
     }
 
     fn render(
         _output: BotOutput,
-        _context: RenderContext,
+        context: RenderContext,
     ) -> Result<Vec<RequestSpec>, AdapterError> {
+        let phone = context.recipient.phone.unwrap_or_default();
+        if phone.starts_with("666") {
+            return Ok(vec![RequestSpec {
+                method: HttpMethod::Post,
+                path: "../../other/messages".to_string(),
+                body: "{}".to_string(),
+            }]);
+        }
+        if phone.starts_with("777") {
+            std::thread::sleep(std::time::Duration::from_secs(30));
+        }
         Err(AdapterError::Unsupported(
             "the misbehaving guest renders nothing".to_string(),
         ))
@@ -86,6 +123,39 @@ impl Guest for Misbehaving {
 
     fn classify(_outcome: SendOutcome, _attempt: u32) -> SendResult {
         SendResult::Sent(None)
+    }
+}
+
+fn nothing() -> Decoded {
+    Decoded {
+        events: Vec::new(),
+        skipped: Vec::new(),
+    }
+}
+
+/// A text message `hi` from `phone`, for the endpoint that received it.
+fn message(id: &str, phone: &str, timestamp: u64) -> Event {
+    Event {
+        dedupe_key: id.to_string(),
+        conversation_key: String::new(),
+        business: Business {
+            phone_number_id: String::new(),
+            display_number: None,
+            account_id: None,
+        },
+        body: EventBody::Message(InboundMessage {
+            id: id.to_string(),
+            timestamp,
+            user: User {
+                user_id: None,
+                phone: Some(phone.to_string()),
+                name: Some("m".to_string()),
+                username: None,
+            },
+            context: None,
+            referral: None,
+            content: MessageContent::Text("hi".to_string()),
+        }),
     }
 }
 
