@@ -80,19 +80,18 @@ pub fn check(method: HttpMethod, path: &str, phone_number_id: &str) -> Result<St
         if route.len() != segments.len() {
             continue;
         }
-        let mut matches = true;
+        let (mut shape, mut own) = (true, true);
         for (segment, given) in route.iter().zip(&segments) {
             match segment {
-                Segment::OwnNumber if *given != phone_number_id => {
-                    other_number = true;
-                    matches = false;
-                }
-                Segment::Literal(text) if given != text => matches = false,
-                _ => {}
+                Segment::OwnNumber => own &= *given == phone_number_id,
+                Segment::Literal(text) => shape &= given == text,
             }
         }
-        if matches && *route_method == method {
-            return Ok(relative.to_string());
+        if shape && *route_method == method {
+            if own {
+                return Ok(relative.to_string());
+            }
+            other_number = true;
         }
     }
     if other_number {
