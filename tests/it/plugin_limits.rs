@@ -116,7 +116,9 @@ async fn shop_answers(server: &Server, mock: &MockGraph, from: &str, wamid: &str
     mock.wait_until(WAIT, &format!("the greeting to {from}"), |requests| {
         requests.iter().any(|r| {
             r.to() == Some(from)
-                && r.body.pointer("/interactive/body/text").and_then(Value::as_str)
+                && r.body
+                    .pointer("/interactive/body/text")
+                    .and_then(Value::as_str)
                     == Some(expected.as_str())
         })
     })
@@ -185,7 +187,10 @@ async fn a_plugin_call_on_an_async_worker_thread_does_not_panic_the_host() {
 fn a_decode_over_the_event_cap_is_a_named_failure() {
     let plugin = load_file(MISBEHAVING, PluginLimits::default());
     let error = match plugin.decode(b"flood") {
-        Ok(answer) => panic!("1,001 events accepted: {:?}", answer.map(|d| d.events.len())),
+        Ok(answer) => panic!(
+            "1,001 events accepted: {:?}",
+            answer.map(|d| d.events.len())
+        ),
         Err(e) => e,
     };
     assert_eq!(error.failure_kind(), Some(FailureKind::OutputLimit));
@@ -289,7 +294,10 @@ async fn a_render_path_escaping_the_number_is_refused_and_nothing_is_sent() {
         .filter(|r| r.authorization() != Some(&format!("Bearer {}", crate::serve::ACCESS_TOKEN)))
         .map(|r| format!("{} {}", r.method, r.path))
         .collect();
-    assert!(strays.is_empty(), "requests with the bad endpoint's token: {strays:?}");
+    assert!(
+        strays.is_empty(),
+        "requests with the bad endpoint's token: {strays:?}"
+    );
     assert!(
         mock.requests().iter().all(|r| !r.path.contains("other")),
         "{:?}",

@@ -259,8 +259,7 @@ fn start<B: WorldBindings + Send + Sync>(
     runtime: &Arc<PluginRuntime>,
     prepared: Prepared<B>,
     limits: PluginLimits,
-    call_info: impl FnOnce(&B, &mut wasmtime::Store<HostState>) -> wasmtime::Result<ChannelInfo>
-    + Send,
+    call_info: impl FnOnce(&B, &mut wasmtime::Store<HostState>) -> wasmtime::Result<ChannelInfo> + Send,
 ) -> Result<(ChannelInfo, InstancePool<B>), PluginError> {
     let smoke_error = |store: &wasmtime::Store<_>, e| {
         PluginError::Smoke(

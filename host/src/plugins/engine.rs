@@ -324,10 +324,7 @@ impl ResourceLimiter for MemoryLimiter {
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         // A new memory grows from 0 to its initial size: counted the same way.
-        let total = self
-            .total
-            .saturating_sub(current)
-            .saturating_add(desired);
+        let total = self.total.saturating_sub(current).saturating_add(desired);
         if total > self.max {
             self.exceeded = true;
             wasmtime::bail!(
@@ -403,7 +400,11 @@ mod tests {
         // Growing one memory counts only the growth.
         let mut limiter = MemoryLimiter::new(10 << 20);
         assert!(limiter.memory_growing(0, 4 << 20, None).expect("start"));
-        assert!(limiter.memory_growing(4 << 20, 9 << 20, None).expect("grow"));
+        assert!(
+            limiter
+                .memory_growing(4 << 20, 9 << 20, None)
+                .expect("grow")
+        );
         assert_eq!(limiter.peak, 9 << 20);
     }
 

@@ -147,10 +147,7 @@ mod tests {
             ("/106540352242922/messages", "106540352242922/messages"),
             ("106540352242922/media", "106540352242922/media"),
         ] {
-            assert_eq!(
-                check(HttpMethod::Post, path, OWN).as_deref(),
-                Ok(expected)
-            );
+            assert_eq!(check(HttpMethod::Post, path, OWN).as_deref(), Ok(expected));
         }
     }
 
@@ -160,10 +157,16 @@ mod tests {
             ("../../other/messages", "`.` and `..`"),
             ("106540352242922/../999/messages", "`.` and `..`"),
             ("./106540352242922/messages", "`.` and `..`"),
-            ("106540352242922/messages?fields=access_token", "query string"),
+            (
+                "106540352242922/messages?fields=access_token",
+                "query string",
+            ),
             ("106540352242922/messages#x", "fragment"),
             ("106540352242922%2F..%2F999/messages", "percent-escapes"),
-            ("https://evil.example/106540352242922/messages", "absolute URL"),
+            (
+                "https://evil.example/106540352242922/messages",
+                "absolute URL",
+            ),
             ("//evil.example/messages", "absolute URL"),
             ("106540352242922//messages", "empty path segment"),
             ("106540352242922/messages/", "empty path segment"),

@@ -42,8 +42,8 @@ pub mod registry;
 pub mod retry;
 pub mod sender;
 pub mod signature;
-pub mod staging;
 pub mod stages;
+pub mod staging;
 pub mod workers;
 
 use std::future::Future;
@@ -347,22 +347,16 @@ impl Server {
             "sender",
             sender::sender_loop(shared.clone(), sender, sender_rx, outbox),
         ));
-        let demux = pipeline_rt.spawn(stages.watch(
-            "demux",
-            pipeline::demux_loop(shared.clone(), inbox_rx),
-        ));
-        let timers = pipeline_rt.spawn(stages.watch(
-            "timers",
-            pipeline::timer_loop(shared.clone()),
-        ));
+        let demux = pipeline_rt
+            .spawn(stages.watch("demux", pipeline::demux_loop(shared.clone(), inbox_rx)));
+        let timers =
+            pipeline_rt.spawn(stages.watch("timers", pipeline::timer_loop(shared.clone())));
         let hooks = pipeline_rt.spawn(stages.watch(
             "event_delivery",
             crate::admin::events::delivery_loop(shared.clone()),
         ));
-        let campaigns = pipeline_rt.spawn(stages.watch(
-            "campaigns",
-            crate::business::campaign_loop(shared.clone()),
-        ));
+        let campaigns = pipeline_rt
+            .spawn(stages.watch("campaigns", crate::business::campaign_loop(shared.clone())));
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

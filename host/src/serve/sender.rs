@@ -504,8 +504,7 @@ async fn send_row(shared: &Arc<Shared>, endpoint: &Endpoint, queued: &Queued) ->
     // Every part is checked before the first goes out: a refused path sends nothing.
     let mut specs = specs;
     for spec in &mut specs {
-        match super::graph_paths::check(spec.method, &spec.path, &endpoint.config.phone_number_id)
-        {
+        match super::graph_paths::check(spec.method, &spec.path, &endpoint.config.phone_number_id) {
             Ok(path) => spec.path = path,
             Err(reason) => return dead(shared, row, "graph_path_refused", reason).await,
         }

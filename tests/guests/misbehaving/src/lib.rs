@@ -80,7 +80,9 @@ impl Guest for Misbehaving {
                 Ok(nothing())
             }
             b"flood" => Ok(Decoded {
-                events: (0..1_001).map(|i| message(&format!("flood-{i}"), "1", 0)).collect(),
+                events: (0..1_001)
+                    .map(|i| message(&format!("flood-{i}"), "1", 0))
+                    .collect(),
                 skipped: Vec::new(),
             }),
             other => match std::str::from_utf8(other)
