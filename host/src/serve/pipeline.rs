@@ -40,7 +40,8 @@ const DEMUX_BATCH: usize = 256;
 const INBOX_SCAN: Duration = Duration::from_secs(2);
 /// A row younger than this is assumed to be on its way through the channel.
 const SCAN_MIN_AGE_MS: u64 = 2_000;
-/// Batches up to this many rows are decoded on the async thread.
+/// Batches up to this many rows are decoded in place (`block_in_place`), bigger ones on the
+/// blocking pool.
 const INLINE_DECODE: usize = 4;
 /// Wait before retrying a store call that failed.
 const STORE_RETRY: Duration = Duration::from_millis(500);
