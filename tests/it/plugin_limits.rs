@@ -10,15 +10,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use plugboard::plugins::test_guests::MISBEHAVING;
-use plugboard::plugins::types::Decoded;
-use plugboard::plugins::{FailureKind, PluginLimits};
+use plugboard::plugins::test_guests::{MISBEHAVING, MISBEHAVING_HOOK};
+use plugboard::plugins::types::{BotOutput, Decoded, User};
+use plugboard::plugins::{FailureKind, PluginLimits, SessionView};
 use plugboard::serve::Server;
 use plugboard::serve::config::ServeConfig;
 use plugboard::store::{DeadLetter, SqliteOptions, SqliteStore, Store};
-use plugboard_tests::load_file;
+use plugboard::transform::{FailurePolicy, Transformers};
 use plugboard_tests::mock_graph::MockGraph;
 use plugboard_tests::webhook;
+use plugboard_tests::{load_file, load_hook};
 use serde_json::Value;
 
 use crate::serve::{WAIT, client, config_toml, greeting, send_text, temp_dir, webhook_url};
@@ -198,6 +199,34 @@ fn a_decode_over_the_event_cap_is_a_named_failure() {
         error.to_string().contains("answered 1001 events"),
         "{error}"
     );
+}
+
+#[test]
+fn a_hook_split_over_the_output_cap_is_a_named_failure() {
+    let hook = load_hook(MISBEHAVING_HOOK, PluginLimits::hook_default());
+    let session = SessionView {
+        conversation_key: "wa_15551234567".to_string(),
+        user: User {
+            user_id: None,
+            phone: Some("15551234567".to_string()),
+            name: None,
+            username: None,
+        },
+        data: Vec::new(),
+        history: Vec::new(),
+    };
+    let error = match hook.on_output(&BotOutput::Text("flood".to_string()), &session) {
+        Ok(answer) => panic!("65 outputs accepted: {:?}", answer.map(|o| o.len())),
+        Err(e) => e,
+    };
+    assert_eq!(error.failure_kind(), Some(FailureKind::OutputLimit));
+    assert!(error.to_string().contains("answered 65 outputs"), "{error}");
+    // Under `continue` the output goes on untransformed.
+    let chain = Transformers::new(vec![hook], FailurePolicy::Continue);
+    let outputs = chain
+        .apply_outputs(vec![BotOutput::Text("flood".to_string())], &session)
+        .expect("continue");
+    assert_eq!(outputs, [BotOutput::Text("flood".to_string())]);
 }
 
 #[tokio::test]

@@ -3,8 +3,9 @@
 //! It exports the real `plugboard:channel/transformer@0.1.0` so the host accepts it, then
 //! misbehaves on demand: `on-input` of the text `loop` never returns, of the text `panic`
 //! panics (a trap). Every other input is kept. `on-output` splits the text `split` into
-//! `split 1` and `split 2` and drops the text `drop` (so tests can see the chain order);
-//! every other output passes through.
+//! `split 1` and `split 2` and drops the text `drop` (so tests can see the chain order),
+//! and floods the text `flood` into 65 outputs (over the host's cap); every other output
+//! passes through.
 
 #![allow(clippy::crate_in_macro_def)]
 
@@ -45,6 +46,9 @@ impl Guest for MisbehavingHook {
                 BotOutput::Text("split 2".to_string()),
             ],
             BotOutput::Text(text) if text == "drop" => Vec::new(),
+            BotOutput::Text(text) if text == "flood" => (0..65)
+                .map(|i| BotOutput::Text(format!("flood {i}")))
+                .collect(),
             other => vec![other],
         })
     }
