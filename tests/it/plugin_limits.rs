@@ -26,8 +26,6 @@ use crate::serve::{WAIT, client, config_toml, greeting, send_text, temp_dir, web
 
 /// The misbehaving endpoint's number (the shop's is `serve::PNID`).
 const BAD_PNID: &str = "200000000000002";
-/// The call deadline of a plugin named by path (`PluginLimits::default()`).
-const DEADLINE: Duration = Duration::from_millis(500);
 
 /// The second endpoint, `bad`, on the misbehaving guest and a one-message flow (the guest
 /// allows texts of one character). Both files are copied next to the config.
@@ -248,8 +246,12 @@ async fn a_sleeping_decode_is_a_dead_letter_in_time_and_every_endpoint_goes_on()
         "{letter:?}"
     );
     // Far from the 30 s the guest asked for: the wait was refused, not sat out. (The call
-    // itself is bounded by its deadline; this also counts the demux's pick-up.)
-    assert!(elapsed < DEADLINE * 4, "dead-lettered after {elapsed:?}");
+    // itself ends within 2x its deadline, shown exactly by the test above; this also counts
+    // the demux's pick-up and the store, hence the margin.)
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "dead-lettered after {elapsed:?}"
+    );
 
     // The demux is alive: another endpoint's webhook is processed and answered.
     shop_answers(&server, &mock, "15551230001", "wamid.sleep.1").await;
