@@ -47,12 +47,13 @@ pub static BUNDLED_WHATSAPP: &[u8] = include_bytes!(env!("PLUGBOARD_WHATSAPP_WAS
 /// `plugboard-tests` crate; build-script env vars are only visible to this crate).
 #[doc(hidden)]
 pub mod test_guests {
-    /// A real `plugboard:channel/adapter@0.1.0` that loops, allocates or panics on demand.
+    /// A real `plugboard:channel/adapter@0.1.0` that loops, allocates, panics, sleeps in
+    /// WASI, floods events or renders a path escaping its number on demand.
     pub const MISBEHAVING: &str = env!("PLUGBOARD_MISBEHAVING_WASM");
     /// A component exporting `test:other/greeter` instead of the adapter interface.
     pub const WRONG_WORLD: &str = env!("PLUGBOARD_WRONG_WORLD_WASM");
     /// A real `plugboard:channel/transformer@0.1.0` whose `on-input` loops on the text
-    /// `loop` and panics on `panic`.
+    /// `loop` and panics on `panic`, and whose `on-output` floods on `flood`.
     pub const MISBEHAVING_HOOK: &str = env!("PLUGBOARD_MISBEHAVING_HOOK_WASM");
     /// A real `plugboard:channel/adapter@0.1.0` that imports `wasi:http`, which the host refuses.
     pub const IMPORTS_HTTP: &str = env!("PLUGBOARD_IMPORTS_HTTP_WASM");
