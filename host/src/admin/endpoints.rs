@@ -138,7 +138,7 @@ async fn create(
 ) -> ApiResult<(StatusCode, axum::Json<EndpointView>)> {
     refuse_env_secrets(&body)?;
     let spec = absolute(read_spec(body)?);
-    let config = resolve(&spec)?;
+    let config = resolve(&shared, &spec)?;
     let view = detached(create_endpoint(shared, spec, config)).await?;
     Ok((StatusCode::CREATED, axum::Json(view)))
 }
@@ -316,7 +316,9 @@ async fn verify(
             problems,
         }));
     }
-    let config = resolve(&spec)?;
+    let config = spec
+        .resolve(Path::new("/"), "spec")
+        .map_err(ApiError::invalid_field)?;
     if config.insecure_skip_signature {
         problems.push(problem(
             "unsigned",
@@ -419,9 +421,16 @@ fn parse_stored(row: &StoredEndpoint) -> ApiResult<EndpointSpec> {
     })
 }
 
-fn resolve(spec: &EndpointSpec) -> ApiResult<EndpointConfig> {
-    spec.resolve(Path::new("/"), "spec")
-        .map_err(ApiError::invalid_field)
+fn resolve(shared: &Shared, spec: &EndpointSpec) -> ApiResult<EndpointConfig> {
+    let config = spec
+        .resolve(Path::new("/"), "spec")
+        .map_err(ApiError::invalid_field)?;
+    // Where the URL is known now, an internal destination is refused now (400); the
+    // egress client refuses it again at connect time.
+    config
+        .check_egress(shared.bounds.egress.policy(), "spec")
+        .map_err(ApiError::invalid_field)?;
+    Ok(config)
 }
 
 async fn load(
@@ -434,6 +443,7 @@ async fn load(
         shared.store.clone(),
         shared.runtime.clone(),
         candidate,
+        shared.bounds.clone(),
     )
     .await
     .map_err(|e| ApiError::unprocessable("invalid_config", e))
@@ -569,7 +579,7 @@ pub async fn prepare(
         ));
     }
     let spec = absolute(read_spec(merged)?);
-    let config = resolve(&spec)?;
+    let config = resolve(&shared, &spec)?;
     check_number_free(shared, &config, Some(id)).await?;
     let endpoint = load(shared, config, candidate).await?;
     Ok(Prepared { spec, endpoint })
