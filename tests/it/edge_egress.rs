@@ -588,7 +588,13 @@ async fn flows_outside_flows_dir_are_refused_without_their_content() {
         "{{\"schema_version\": 1, \"name\": {{\"token\": \"{MARKER}\"}}, \"start\": \"{MARKER}\", \"nodes\": {{\"a\": {{\"type\": \"say\", \"messages\": \"{MARKER}\", \"next\": 7}}}}}}"
     );
     std::fs::write(root.join("secret.json"), &secret).unwrap();
-    std::fs::write(flows.join("not-a-flow.json"), &secret).unwrap();
+    // Inside, node ids and references are the designer's own and are named in errors;
+    // values never are.
+    std::fs::write(
+        flows.join("not-a-flow.json"),
+        secret.replace(&format!("\"start\": \"{MARKER}\""), "\"start\": \"a\""),
+    )
+    .unwrap();
     #[cfg(unix)]
     std::os::unix::fs::symlink(root.join("secret.json"), flows.join("link.json")).unwrap();
 
