@@ -341,14 +341,11 @@ pub fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         return "timed out".to_string();
     }
-    let mut text = String::new();
-    // `without_url` needs ownership; the Display of a url-less error is the kind and
-    // its sources.
-    text.push_str(&e.to_string());
-    if let Some(url) = e.url() {
-        text = text.replace(url.as_str(), "[url]");
+    let text = e.to_string();
+    match e.url() {
+        Some(url) => text.replace(url.as_str(), "[url]"),
+        None => text,
     }
-    text
 }
 
 #[cfg(test)]

@@ -296,7 +296,10 @@ async fn graceful_shutdown_still_finishes_in_flight_requests() {
         .expect("shutdown waits on an idle connection")
         .unwrap();
     let (closed, _) = closed_within(&mut idle, Duration::from_secs(5)).await;
-    assert!(closed.is_some(), "the idle connection outlived the shutdown");
+    assert!(
+        closed.is_some(),
+        "the idle connection outlived the shutdown"
+    );
 }
 
 // ------------------------------------------------------------------------------ egress
@@ -526,7 +529,11 @@ async fn a_redirect_is_not_followed() {
     assert!(text.contains("302"), "{text}");
     assert_eq!(first.seen(), vec!["/redirect".to_string()]);
     tokio::time::sleep(SETTLE).await;
-    assert_eq!(second.seen(), Vec::<String>::new(), "the redirect was followed");
+    assert_eq!(
+        second.seen(),
+        Vec::<String>::new(),
+        "the redirect was followed"
+    );
     server.shutdown().await.unwrap();
 }
 

@@ -579,7 +579,7 @@ pub async fn prepare(
         ));
     }
     let spec = absolute(read_spec(merged)?);
-    let config = resolve(&shared, &spec)?;
+    let config = resolve(shared, &spec)?;
     check_number_free(shared, &config, Some(id)).await?;
     let endpoint = load(shared, config, candidate).await?;
     Ok(Prepared { spec, endpoint })

@@ -385,10 +385,7 @@ async fn deliver(shared: &Arc<Shared>, delivery: Delivery) -> Attempt {
             )
         }
         Err(e) => (
-            format!(
-                "cannot reach the receiver: {}",
-                crate::egress::describe(&e)
-            ),
+            format!("cannot reach the receiver: {}", crate::egress::describe(&e)),
             None,
         ),
     };

@@ -641,7 +641,10 @@ impl ServeConfig {
             return Err("sender.workers must be greater than 0".to_string());
         }
         for (value, field) in [
-            (self.http.header_read_timeout_ms, "http.header_read_timeout_ms"),
+            (
+                self.http.header_read_timeout_ms,
+                "http.header_read_timeout_ms",
+            ),
             (self.http.idle_timeout_ms, "http.idle_timeout_ms"),
             (self.http.body_timeout_ms, "http.body_timeout_ms"),
         ] {
@@ -1149,6 +1152,52 @@ app_secret = "as-literal"
         assert!(e.transformers.is_empty());
         assert_eq!(e.transformer_policy, FailurePolicy::Continue);
         assert!(c.endpoint("other").is_none());
+    }
+
+    #[test]
+    fn http_egress_and_file_roots() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.http, HttpSettings::default());
+        assert_eq!(c.http.header_read_timeout_ms, 10_000);
+        assert_eq!(c.http.idle_timeout_ms, 60_000);
+        assert_eq!(c.http.body_timeout_ms, 30_000);
+        assert_eq!(c.http.max_connections, 1024);
+        assert_eq!(c.egress, EgressPolicy::default());
+        assert_eq!(c.flows_dir, base());
+        assert_eq!(c.plugins_dir, base());
+        let text = format!(
+            "flows_dir = \"flows\"\nplugins_dir = \"/opt/plugins\"\n\
+             [http]\nheader_read_timeout_ms = 1\nidle_timeout_ms = 2\nbody_timeout_ms = 3\n\
+             max_connections = 4\n[egress]\nallow = [\"127.0.0.1\", \"10.1.2.0/24\", \"hooks.internal\"]\n\
+             {MINIMAL}"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.flows_dir, base().join("flows"));
+        assert_eq!(c.plugins_dir, PathBuf::from("/opt/plugins"));
+        assert_eq!(
+            (
+                c.http.header_read_timeout_ms,
+                c.http.idle_timeout_ms,
+                c.http.body_timeout_ms,
+                c.http.max_connections
+            ),
+            (1, 2, 3, 4)
+        );
+        assert!(c.egress.ip_allowed("10.1.2.3".parse().unwrap()));
+        for (prefix, field) in [
+            ("[http]\nbody_timeout_ms = 0\n", "http.body_timeout_ms"),
+            ("[http]\nmax_connections = 0\n", "http.max_connections"),
+            ("[egress]\nallow = [\"not a host\"]\n", "egress.allow"),
+        ] {
+            let message = invalid_message(&format!("{prefix}{MINIMAL}"));
+            assert!(message.contains(field), "{field}: {message}");
+        }
+        // A handover webhook to an internal address needs the allow list.
+        let hook =
+            format!("{MINIMAL}[endpoints.handover]\nwebhook_url = \"http://127.0.0.1:9/h\"\n");
+        let message = invalid_message(&hook);
+        assert!(message.contains("handover.webhook_url"), "{message}");
+        parse(&format!("[egress]\nallow = [\"127.0.0.1\"]\n{hook}")).unwrap();
     }
 
     #[test]

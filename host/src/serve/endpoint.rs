@@ -8,7 +8,8 @@
 //!
 //! [`Bounds`] is what the endpoint may reach: its files only under `flows_dir` and
 //! `plugins_dir` (checked before anything is read), its flow's http nodes and handover
-//! webhook only under the egress policy (literal http-node URLs checked here, at load).
+//! webhook only under the egress policy (literal http-node URLs checked here, at load; the
+//! handover webhook where it is configured, and both again at connect time).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -128,9 +129,6 @@ impl Endpoint {
     ) -> Result<Endpoint, String> {
         let id = config.id.clone();
         let fail = |what: String| format!("endpoint `{id}`: {what}");
-        config
-            .check_egress(bounds.egress.policy(), "handover")
-            .map_err(fail)?;
         let mut limits = PluginLimits::default();
         let (bytes, origin, plugin_name) = match &config.plugin {
             PluginSource::Bundled => (

@@ -21,8 +21,7 @@ pub struct FileRoots {
 impl FileRoots {
     /// The flow file to open, or why not.
     pub fn flow(&self, path: &Path) -> Result<PathBuf, String> {
-        confine(path, &self.flows_dir)
-            .ok_or_else(|| "flow path is outside flows_dir".to_string())
+        confine(path, &self.flows_dir).ok_or_else(|| "flow path is outside flows_dir".to_string())
     }
 
     /// The plugin or transformer component to open, or why not.
@@ -92,13 +91,17 @@ mod tests {
             root.join("../missing.json"),
             PathBuf::from("/etc/passwd"),
         ] {
-            assert_eq!(roots.flow(&path).unwrap_err(), outside, "{}", path.display());
+            assert_eq!(
+                roots.flow(&path).unwrap_err(),
+                outside,
+                "{}",
+                path.display()
+            );
         }
         #[cfg(unix)]
         {
             std::os::unix::fs::symlink(base.join("secret.json"), root.join("link.json")).unwrap();
-            std::os::unix::fs::symlink(base.join("gone.json"), root.join("dangling.json"))
-                .unwrap();
+            std::os::unix::fs::symlink(base.join("gone.json"), root.join("dangling.json")).unwrap();
             assert_eq!(roots.flow(&root.join("link.json")).unwrap_err(), outside);
             // A dangling link inside is "inside" lexically; opening it fails as not found.
             assert!(roots.flow(&root.join("dangling.json")).is_ok());

@@ -78,7 +78,13 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        tokio::spawn(connection(stream, app.clone(), limits, stop.clone(), permit));
+        tokio::spawn(connection(
+            stream,
+            app.clone(),
+            limits,
+            stop.clone(),
+            permit,
+        ));
     }
     drop(listener);
     // Each connection holds its permit until it has closed: all back, all closed.

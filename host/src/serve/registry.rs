@@ -141,9 +141,7 @@ pub async fn seed(
         let spec: EndpointSpec = serde_json::from_str(&row.spec)
             .map_err(|e| anyhow::anyhow!("stored endpoint `{}` cannot be read: {e}", row.id))?;
         let loaded = match spec.resolve(Path::new("/"), &format!("endpoints.{}", row.id)) {
-            Ok(config) => {
-                load(config, store.clone(), runtime.clone(), None, bounds.clone()).await
-            }
+            Ok(config) => load(config, store.clone(), runtime.clone(), None, bounds.clone()).await,
             Err(e) => Err(e),
         };
         match loaded {
