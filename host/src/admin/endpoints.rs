@@ -5,7 +5,10 @@
 //! 1. read the JSON into a spec (400 `invalid_body` naming the field serde could not take);
 //! 2. resolve and validate it as the config loader does (400 `invalid_field`, the message
 //!    names the field);
-//! 3. load it: plugin, flow, hooks, signature key (422 `invalid_config`);
+//!    (and `handover.webhook_url` against the egress policy: 400 for an internal address);
+//! 3. load it: plugin, flow, hooks, signature key (422 `invalid_config`); files only from
+//!    inside `flows_dir`/`plugins_dir` (outside: "… is outside flows_dir", whether or not
+//!    the file exists), literal http-node URLs against the egress policy;
 //! 4. commit the row; 5. swap the loaded endpoint into the registry.
 //!
 //! Steps 3 to 5 run under `Shared::admin_lock` (two changes never interleave) and in a
