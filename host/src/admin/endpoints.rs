@@ -4,8 +4,8 @@
 //! table). Create and update go through the same steps, and stop at the first that fails:
 //! 1. read the JSON into a spec (400 `invalid_body` naming the field serde could not take);
 //! 2. resolve and validate it as the config loader does (400 `invalid_field`, the message
-//!    names the field);
-//!    (and `handover.webhook_url` against the egress policy: 400 for an internal address);
+//!    names the field), `handover.webhook_url` against the egress policy (400 for an
+//!    internal address);
 //! 3. load it: plugin, flow, hooks, signature key (422 `invalid_config`); files only from
 //!    inside `flows_dir`/`plugins_dir` (outside: "… is outside flows_dir", whether or not
 //!    the file exists), literal http-node URLs against the egress policy;
