@@ -344,6 +344,7 @@ async fn start_host(root: &Path, graph: SocketAddr, name: &str) -> anyhow::Resul
 data_dir = "{data}"
 mask_pii = false
 admin_token = "{TOKEN}"
+flows_dir = "{flows_dir}"
 
 [[endpoints]]
 id = "bench"
@@ -360,6 +361,7 @@ pair_interval_ms = 1
 "#,
         data = data_dir.display(),
         flow = root.join("flows/support.json").display(),
+        flows_dir = root.join("flows").display(),
     );
     let config = ServeConfig::from_toml(&text, root).context("bench config")?;
     Server::start(config).await

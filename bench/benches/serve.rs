@@ -423,6 +423,7 @@ impl Bench {
 data_dir = {data_dir}
 mask_pii = false
 log_format = "text"
+flows_dir = {flows_dir}
 
 [store]
 synchronous = "{synchronous}"
@@ -443,6 +444,7 @@ pair_interval_ms = 1
 "#,
             data_dir = toml_string(&data_dir),
             flow = toml_string(&flow),
+            flows_dir = toml_string(&self.root.join("flows")),
             mock = self.mock_addr,
             synchronous = self.synchronous,
         );

@@ -23,6 +23,8 @@
 //! - [`admin_cli`]: `plugboard plugin|endpoint|conversation|account|template|campaign …`, an
 //!   HTTP client of a running host's admin API (flags or environment or config → one request
 //!   → a table or JSON; `campaign watch` polls and draws a progress bar).
+//! - [`egress`]: where URLs from configuration, admin input or flows may point (internal
+//!   addresses refused unless `[egress] allow`s them, no redirects, capped bodies).
 //! - [`chat`]: the `plugboard chat` driver: typed lines → real Meta webhook envelopes →
 //!   the adapter → the conversation runtime → rendered replies shown as the user sees them.
 //!
@@ -35,6 +37,7 @@ pub mod business;
 pub mod chat;
 pub mod cli;
 pub mod conversation;
+pub mod egress;
 pub mod flow;
 pub mod plugins;
 pub mod serve;

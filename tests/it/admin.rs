@@ -111,7 +111,7 @@ impl Admin {
             .await
     }
 
-    async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
         self.call(reqwest::Method::PATCH, path, Some(ADMIN_TOKEN), Some(body))
             .await
     }
@@ -383,7 +383,8 @@ async fn endpoints_are_created_changed_and_removed_without_a_restart_and_survive
         "spec.app_secret",
     );
     let mut broken_flow = spec.clone();
-    broken_flow["flow"] = json!(dir.join("no-such-flow.json"));
+    // Inside flows_dir (outside, the answer would not say whether the file exists).
+    broken_flow["flow"] = json!(support_flow().with_file_name("no-such-flow.json"));
     assert_error(
         &admin.post("/endpoints", broken_flow).await,
         422,

@@ -143,6 +143,7 @@ fn config_toml(data_dir: &Path, graph: &str) -> String {
         "listen = '127.0.0.1:0'
 data_dir = '{data}'
 admin_token = '{TOKEN}'
+flows_dir = '{flows_dir}'
 
 [[endpoints]]
 id = 'shop'
@@ -157,6 +158,7 @@ mark_read = false
 ",
         data = data_dir.display(),
         flow = flow.display(),
+        flows_dir = crate::serve::flows_dir().display(),
     )
 }
 

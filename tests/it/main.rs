@@ -11,6 +11,7 @@ mod boundary;
 mod business;
 mod chat;
 mod cli;
+mod edge_egress;
 mod golden;
 mod hooks;
 mod plugin_limits;

@@ -63,7 +63,9 @@ pub(crate) fn support_flow() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows/support.json")
 }
 
-/// The test configuration: one endpoint `shop` on the support flow, replying to `graph`.
+/// The test configuration: one endpoint `shop` on the support flow, replying to `graph`;
+/// flows from the repository's `flows/`, event webhook and flow receivers on loopback
+/// allowed (`[egress] allow = ['127.0.0.1']`).
 /// `extra` is appended inside the `[[endpoints]]` table (it comes last), and `delays_ms`
 /// is the retry schedule.
 pub(crate) fn config_toml(
@@ -79,6 +81,11 @@ pub(crate) fn config_toml(
 data_dir = '{data}'
 mask_pii = false
 admin_token = '{ADMIN_TOKEN}'
+flows_dir = '{flows_dir}'
+plugins_dir = '{plugins_dir}'
+
+[egress]
+allow = ['127.0.0.1']
 
 [event_webhooks]
 request_timeout_ms = 1500
@@ -115,7 +122,20 @@ pair_interval_ms = 1
 ",
         data = data_dir.display(),
         flow = support_flow().display(),
+        flows_dir = flows_dir().display(),
+        plugins_dir = plugins_dir().display(),
     )
+}
+
+/// The repository's `flows/`: the test configs' `flows_dir`.
+pub(crate) fn flows_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../flows")
+}
+
+/// The repository root: the test configs' `plugins_dir` (built guests and hooks are under
+/// it).
+pub(crate) fn plugins_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// A server on `127.0.0.1:0` with a fresh store, wired to a fresh mock Graph API.

@@ -4,8 +4,11 @@
 //! table). Create and update go through the same steps, and stop at the first that fails:
 //! 1. read the JSON into a spec (400 `invalid_body` naming the field serde could not take);
 //! 2. resolve and validate it as the config loader does (400 `invalid_field`, the message
-//!    names the field);
-//! 3. load it: plugin, flow, hooks, signature key (422 `invalid_config`);
+//!    names the field), `handover.webhook_url` against the egress policy (400 for an
+//!    internal address);
+//! 3. load it: plugin, flow, hooks, signature key (422 `invalid_config`); files only from
+//!    inside `flows_dir`/`plugins_dir` (outside: "… is outside flows_dir", whether or not
+//!    the file exists), literal http-node URLs against the egress policy;
 //! 4. commit the row; 5. swap the loaded endpoint into the registry.
 //!
 //! Steps 3 to 5 run under `Shared::admin_lock` (two changes never interleave) and in a
@@ -138,7 +141,7 @@ async fn create(
 ) -> ApiResult<(StatusCode, axum::Json<EndpointView>)> {
     refuse_env_secrets(&body)?;
     let spec = absolute(read_spec(body)?);
-    let config = resolve(&spec)?;
+    let config = resolve(&shared, &spec)?;
     let view = detached(create_endpoint(shared, spec, config)).await?;
     Ok((StatusCode::CREATED, axum::Json(view)))
 }
@@ -316,7 +319,9 @@ async fn verify(
             problems,
         }));
     }
-    let config = resolve(&spec)?;
+    let config = spec
+        .resolve(Path::new("/"), "spec")
+        .map_err(ApiError::invalid_field)?;
     if config.insecure_skip_signature {
         problems.push(problem(
             "unsigned",
@@ -419,9 +424,16 @@ fn parse_stored(row: &StoredEndpoint) -> ApiResult<EndpointSpec> {
     })
 }
 
-fn resolve(spec: &EndpointSpec) -> ApiResult<EndpointConfig> {
-    spec.resolve(Path::new("/"), "spec")
-        .map_err(ApiError::invalid_field)
+fn resolve(shared: &Shared, spec: &EndpointSpec) -> ApiResult<EndpointConfig> {
+    let config = spec
+        .resolve(Path::new("/"), "spec")
+        .map_err(ApiError::invalid_field)?;
+    // Where the URL is known now, an internal destination is refused now (400); the
+    // egress client refuses it again at connect time.
+    config
+        .check_egress(shared.bounds.egress.policy(), "spec")
+        .map_err(ApiError::invalid_field)?;
+    Ok(config)
 }
 
 async fn load(
@@ -434,6 +446,7 @@ async fn load(
         shared.store.clone(),
         shared.runtime.clone(),
         candidate,
+        shared.bounds.clone(),
     )
     .await
     .map_err(|e| ApiError::unprocessable("invalid_config", e))
@@ -569,7 +582,7 @@ pub async fn prepare(
         ));
     }
     let spec = absolute(read_spec(merged)?);
-    let config = resolve(&spec)?;
+    let config = resolve(shared, &spec)?;
     check_number_free(shared, &config, Some(id)).await?;
     let endpoint = load(shared, config, candidate).await?;
     Ok(Prepared { spec, endpoint })

@@ -13,6 +13,10 @@
 //! the subscription's secret: generated as `whsec_<base64 of 32 random bytes>` (the key is
 //! the decoded bytes), or the UTF-8 bytes of a secret given at creation.
 //!
+//! URLs are under the egress policy ([`crate::egress`]): an internal address is refused
+//! at creation (400) and again at delivery (a refused URL gives up at once), no redirect
+//! is followed.
+//!
 //! A 2xx ends a delivery; anything else (status, timeout, refused connection) is retried
 //! on `[event_webhooks.retry]` (with jitter; a `Retry-After` is honoured up to its cap),
 //! then the delivery is marked dead. Delivery is at-least-once: a receiver dedupes by
@@ -122,13 +126,19 @@ async fn create(
     ApiJson(body): ApiJson<NewWebhook>,
 ) -> ApiResult<(StatusCode, axum::Json<WebhookView>)> {
     known_endpoint(&shared, &id).await?;
-    let url_ok = reqwest::Url::parse(&body.url)
-        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some());
-    if !url_ok {
-        return Err(ApiError::invalid_field(format!(
-            "url must be an http(s) URL, got {:?}",
-            body.url
-        )));
+    match shared.bounds.egress.policy().check_url(&body.url) {
+        Ok(_) => {}
+        Err(crate::egress::EgressError::Refused(why)) => {
+            return Err(ApiError::invalid_field(format!(
+                "url refused by the egress policy: {why} (add it to [egress] allow to permit it)"
+            )));
+        }
+        Err(_) => {
+            return Err(ApiError::invalid_field(format!(
+                "url must be an http(s) URL, got {:?}",
+                body.url
+            )));
+        }
     }
     let events = match body.events {
         None => HOOK_EVENTS.iter().map(|e| e.to_string()).collect(),
@@ -335,9 +345,23 @@ async fn deliver(shared: &Arc<Shared>, delivery: Delivery) -> Attempt {
     let timestamp = now_ms() / 1000;
     let signature = sign(&delivery.secret, &message_id, timestamp, body.as_bytes());
     let settings = &shared.event_webhooks;
-    let sent = shared
-        .http
-        .post(&delivery.url)
+    // Through the egress policy: checked again here (the allow list may have changed
+    // since the subscription was made) and at connect time, no redirects.
+    let request = match shared
+        .bounds
+        .egress
+        .request(reqwest::Method::POST, &delivery.url)
+    {
+        Ok(request) => request,
+        Err(e) => {
+            let attempt = delivery.attempts.saturating_add(1);
+            tracing::warn!(endpoint = %delivery.endpoint, delivery = delivery.id, attempt, error = %e, "event webhook not delivered");
+            return Attempt::GaveUp {
+                error: e.to_string(),
+            };
+        }
+    };
+    let sent = request
         .header("content-type", "application/json")
         .header("webhook-id", &message_id)
         .header("webhook-timestamp", timestamp.to_string())
@@ -361,7 +385,7 @@ async fn deliver(shared: &Arc<Shared>, delivery: Delivery) -> Attempt {
             )
         }
         Err(e) => (
-            format!("cannot reach the receiver: {}", e.without_url()),
+            format!("cannot reach the receiver: {}", crate::egress::describe(&e)),
             None,
         ),
     };

@@ -1,29 +1,35 @@
-//! [`ReqwestHttp`]: executes a flow's http node with reqwest.
+//! [`ReqwestHttp`]: executes a flow's http node through the egress policy.
 //!
-//! The call's method, url, headers and JSON body go out as given; the per-call timeout
-//! bounds the whole exchange. Any answer is [`HttpOutcome::Ok`] (the engine decides what a
-//! non-2xx status means), with the body parsed as JSON or `null`; no answer is
-//! [`HttpOutcome::Err`]. Error texts leave the URL out: flow URLs may carry API keys.
+//! The call's method, url, headers and JSON body go out as given, through
+//! [`crate::egress::Egress`]: an internal address (unless `[egress] allow`s it) is refused
+//! before any connection, redirects are not followed, and the response body is read up
+//! to [`crate::egress::DEFAULT_BODY_CAP`]. The per-call timeout bounds the whole exchange.
+//! Any answer is [`HttpOutcome::Ok`] (the engine decides what a non-2xx status means), with
+//! the body parsed as JSON or `null`; no answer, a refusal or an oversized body is
+//! [`HttpOutcome::Err`] (the node's error path). Error texts leave the URL out: flow URLs
+//! may carry API keys.
 
 use std::time::Duration;
 
 use super::HttpExecutor;
+use crate::egress::{self, Egress};
 use crate::flow::model::Method;
 use crate::flow::{HttpCall, HttpOutcome};
 
-/// Http calls over a shared reqwest client (connection pooling across conversations).
+/// Http calls over a shared egress client (connection pooling across conversations).
 #[derive(Debug, Clone, Default)]
 pub struct ReqwestHttp {
-    client: reqwest::Client,
+    egress: Egress,
 }
 
 impl ReqwestHttp {
+    /// Calls under the default policy: no internal address is reachable.
     pub fn new() -> Self {
         ReqwestHttp::default()
     }
 
-    pub fn with_client(client: reqwest::Client) -> Self {
-        ReqwestHttp { client }
+    pub fn with_egress(egress: Egress) -> Self {
+        ReqwestHttp { egress }
     }
 }
 
@@ -37,20 +43,20 @@ fn method(m: Method) -> reqwest::Method {
     }
 }
 
-fn describe(e: reqwest::Error, timeout_ms: u64) -> String {
+fn describe(e: &reqwest::Error, timeout_ms: u64) -> String {
     if e.is_timeout() {
         format!("timed out after {timeout_ms} ms")
     } else {
-        e.without_url().to_string()
+        egress::describe(e)
     }
 }
 
 impl HttpExecutor for ReqwestHttp {
     async fn call(&self, call: HttpCall) -> HttpOutcome {
-        let mut request = self
-            .client
-            .request(method(call.method), &call.url)
-            .timeout(Duration::from_millis(call.timeout_ms));
+        let mut request = match self.egress.request(method(call.method), &call.url) {
+            Ok(request) => request.timeout(Duration::from_millis(call.timeout_ms)),
+            Err(e) => return HttpOutcome::Err(e.to_string()),
+        };
         for (name, value) in &call.headers {
             request = request.header(name, value);
         }
@@ -59,15 +65,18 @@ impl HttpExecutor for ReqwestHttp {
         }
         let response = match request.send().await {
             Ok(response) => response,
-            Err(e) => return HttpOutcome::Err(describe(e, call.timeout_ms)),
+            Err(e) => return HttpOutcome::Err(describe(&e, call.timeout_ms)),
         };
         let status = response.status().as_u16();
-        match response.bytes().await {
+        match egress::read_capped(response, egress::DEFAULT_BODY_CAP).await {
             Ok(bytes) => HttpOutcome::Ok {
                 status,
                 body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
             },
-            Err(e) => HttpOutcome::Err(describe(e, call.timeout_ms)),
+            Err(egress::EgressError::Http(_)) => {
+                HttpOutcome::Err(format!("timed out after {} ms", call.timeout_ms))
+            }
+            Err(e) => HttpOutcome::Err(e.to_string()),
         }
     }
 }

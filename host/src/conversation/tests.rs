@@ -728,10 +728,27 @@ mod network {
             )
     }
 
+    /// The test peers listen on loopback, which the default egress policy refuses.
+    fn loopback_http() -> ReqwestHttp {
+        ReqwestHttp::with_egress(crate::egress::Egress::allowing(&["127.0.0.1"]))
+    }
+
+    #[tokio::test]
+    async fn reqwest_http_refuses_loopback_without_an_allow_list() {
+        let base = serve(app()).await;
+        let outcome = ReqwestHttp::new()
+            .call(call(Method::Get, format!("{base}/text"), None, 2_000))
+            .await;
+        match outcome {
+            HttpOutcome::Err(reason) => assert!(reason.contains("egress"), "{reason}"),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn reqwest_http_returns_status_and_json() {
         let base = serve(app()).await;
-        let http = ReqwestHttp::new();
+        let http = loopback_http();
         let outcome = http
             .call(call(
                 Method::Post,
@@ -752,7 +769,7 @@ mod network {
     #[tokio::test]
     async fn reqwest_http_non_json_body_is_null() {
         let base = serve(app()).await;
-        let outcome = ReqwestHttp::new()
+        let outcome = loopback_http()
             .call(call(Method::Get, format!("{base}/text"), None, 2_000))
             .await;
         assert_eq!(
@@ -767,7 +784,7 @@ mod network {
     #[tokio::test]
     async fn reqwest_http_timeout_and_refused_are_errors() {
         let base = serve(app()).await;
-        let outcome = ReqwestHttp::new()
+        let outcome = loopback_http()
             .call(call(
                 Method::Get,
                 format!("{base}/slow?token=secret"),
@@ -781,7 +798,7 @@ mod network {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         drop(listener);
-        let outcome = ReqwestHttp::new()
+        let outcome = loopback_http()
             .call(call(
                 Method::Get,
                 format!("http://{addr}/x?token=secret"),
@@ -834,7 +851,8 @@ mod network {
             webhook_url: Some(format!("{base}/hook")),
             ..HandoverConfig::default()
         };
-        let sink = WebhookHandover::from_config(&config);
+        let egress = crate::egress::Egress::allowing(&["127.0.0.1"]);
+        let sink = WebhookHandover::from_config_with(&config, &egress);
         assert!(sink.is_some());
         sink.post(event(HandoverKind::Started)).await;
         {
@@ -845,13 +863,13 @@ mod network {
             assert_eq!(seen[0]["transcript"], json!([]));
         }
         // Refused and unreachable: logged, no panic, no hang.
-        WebhookHandover::new(format!("{base}/down"))
+        WebhookHandover::with_egress(format!("{base}/down"), egress.clone())
             .post(event(HandoverKind::Ended))
             .await;
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let closed = listener.local_addr().unwrap();
         drop(listener);
-        WebhookHandover::new(format!("http://{closed}/hook?token=secret"))
+        WebhookHandover::with_egress(format!("http://{closed}/hook?token=secret"), egress)
             .with_timeout(Duration::from_millis(500))
             .post(event(HandoverKind::Ended))
             .await;

@@ -324,7 +324,7 @@ fn run(flow: &Flow, s: &mut SessionState, start: String, now_ms: u64, effects: &
                 let call = HttpCall {
                     request_id: request_id.clone(),
                     method: h.method,
-                    url: template::render(&h.url, look),
+                    url: template::render_url(&h.url, look),
                     headers: h
                         .headers
                         .iter()

@@ -75,6 +75,31 @@ pub fn render(template: &str, lookup: impl Fn(&str) -> Option<String>) -> String
     out
 }
 
+/// What a template value may keep unencoded in a URL: RFC 3986's unreserved characters.
+/// Everything else (`/`, `?`, `#`, `&`, `=`, `%`, spaces, …) is percent-encoded, so a
+/// value stays inside the path segment or query value it was placed in.
+const URL_VALUE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// [`render`] for a URL: each value is percent-encoded (see [`URL_VALUE`]); the literal
+/// text is kept as written, so a URL without holes comes out unchanged. A value that is
+/// `.` or `..` renders as nothing: URL parsers resolve such a segment (also encoded as
+/// `%2E%2E`) and it would climb the path.
+pub fn render_url(template: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    render(template, |path| {
+        lookup(path).map(|v| {
+            if v == "." || v == ".." {
+                String::new()
+            } else {
+                percent_encoding::utf8_percent_encode(&v, URL_VALUE).to_string()
+            }
+        })
+    })
+}
+
 /// Renders every string inside a JSON value (keys are left alone).
 pub fn render_value(
     value: &serde_json::Value,
@@ -119,6 +144,26 @@ mod tests {
         assert_eq!(render("Hi {{ user.name }}!", look), "Hi Kerry!");
         assert_eq!(render("Hi {{user.name}}{{context.x}}.", look), "Hi Kerry.");
         assert_eq!(render("no holes", look), "no holes");
+    }
+
+    #[test]
+    fn url_values_are_encoded_and_literal_urls_kept() {
+        let look = |path: &str| match path {
+            "context.id" => Some("7/../../admin?x=1#f".to_string()),
+            "context.q" => Some("a b&c=d".to_string()),
+            "context.up" => Some("..".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            render_url("https://h.test/api/{{context.id}}?q={{context.q}}", look),
+            "https://h.test/api/7%2F..%2F..%2Fadmin%3Fx%3D1%23f?q=a%20b%26c%3Dd"
+        );
+        assert_eq!(
+            render_url("https://h.test/a/{{context.up}}/b", look),
+            "https://h.test/a//b"
+        );
+        let literal = "https://h.test/a/../b?x=1&y=%20";
+        assert_eq!(render_url(literal, look), literal);
     }
 
     #[test]

@@ -147,7 +147,9 @@ pub fn check(file: &str, text: &str, limits: &ChannelLimits) -> Result<Flow, Vec
                 }
                 schema_failed = true;
                 let at = if pointer.is_empty() { "/" } else { &pointer };
-                report.add(node.as_deref(), format!("{error} (at {at})"));
+                // Masked: the schema error's own text quotes the offending value, which
+                // is file content (a non-flow file named as a flow must not be echoed).
+                report.add(node.as_deref(), format!("{} (at {at})", error.masked()));
             }
         }
         Err(reason) => report.add(None, reason.clone()),
@@ -158,7 +160,13 @@ pub fn check(file: &str, text: &str, limits: &ChannelLimits) -> Result<Flow, Vec
         Ok(h) => Some(h),
         Err(e) => {
             if !schema_failed {
-                report.add(None, format!("bad flow header: {e}"));
+                report.add(
+                    None,
+                    format!(
+                        "bad flow header: {}",
+                        crate::serve::config::redact_values(&e.to_string())
+                    ),
+                );
             }
             None
         }
@@ -186,7 +194,13 @@ pub fn check(file: &str, text: &str, limits: &ChannelLimits) -> Result<Flow, Vec
             }
             Err(e) => {
                 if !report.problems.iter().any(|p| p.node.as_ref() == Some(id)) {
-                    report.add(Some(id), format!("cannot read the node: {e}"));
+                    report.add(
+                        Some(id),
+                        format!(
+                            "cannot read the node: {}",
+                            crate::serve::config::redact_values(&e.to_string())
+                        ),
+                    );
                 }
                 bad_nodes.insert(id.clone());
             }

@@ -26,6 +26,7 @@ use utoipa::ToSchema;
 
 use super::retry::RetrySchedule;
 use crate::conversation::{ConversationConfig, HandoverConfig};
+use crate::egress::EgressPolicy;
 /// SQLite's `synchronous` pragma (`"full"` | `"normal"`), as the store takes it.
 pub use crate::store::Synchronous;
 use crate::transform::FailurePolicy;
@@ -42,6 +43,8 @@ pub const DEFAULT_GRAPH_API_VERSION: &str = "v23.0";
 pub const MIN_RETENTION_DAYS: u32 = 7;
 /// The verify token `plugboard serve --demo` uses without `PLUGBOARD_VERIFY_TOKEN`.
 pub const DEMO_VERIFY_TOKEN: &str = "plugboard-demo";
+/// The most connections `[http] max_connections` may allow (a semaphore's limit).
+pub const MAX_CONNECTIONS: usize = 1 << 20;
 /// The shortest admin token accepted (it guards every endpoint's credentials).
 pub const MIN_ADMIN_TOKEN: usize = 16;
 /// The phone number id of the demo endpoint (not a real number).
@@ -160,6 +163,40 @@ impl Default for EventWebhookSettings {
             request_timeout_ms: 10_000,
         }
     }
+}
+
+/// `[http]`: the HTTP edge's connection limits (see `serve::http`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSettings {
+    /// A request's head (request line and headers) must arrive within this, counted from
+    /// its first byte (or from accept, for a new connection).
+    pub header_read_timeout_ms: u64,
+    /// A kept-alive connection with no request in progress is closed after this.
+    pub idle_timeout_ms: u64,
+    /// A request's whole body must arrive within this, counted from its head; else 408.
+    pub body_timeout_ms: u64,
+    /// Connections served at once; more wait (unaccepted) until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            body_timeout_ms: 30_000,
+            max_connections: 1024,
+        }
+    }
+}
+
+/// `[egress]`: internal destinations URLs from config, admin input or flows may reach.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EgressSettings {
+    /// IPs (`127.0.0.1`), CIDRs (`10.1.2.0/24`) and host names (`hooks.internal`).
+    pub allow: Vec<String>,
 }
 
 /// Which adapter component serves an endpoint.
@@ -339,6 +376,17 @@ impl EndpointConfig {
         settings
     }
 
+    /// The URLs of this endpoint the egress policy governs (the handover webhook), checked
+    /// as far as they can be without DNS; the message names the field.
+    pub fn check_egress(&self, policy: &EgressPolicy, at: &str) -> Result<(), String> {
+        if let Some(url) = &self.handover.webhook_url {
+            policy
+                .check_url(url)
+                .map_err(|e| format!("{at}.handover.webhook_url: {e}"))?;
+        }
+        Ok(())
+    }
+
     /// Whether webhooks must carry a valid signature.
     pub fn needs_signature(&self) -> bool {
         !self.insecure_skip_signature
@@ -449,6 +497,16 @@ pub struct ServeConfig {
     pub store: StoreSettings,
     pub sender: SenderSettings,
     pub event_webhooks: EventWebhookSettings,
+    /// `[http]`: the edge's timeouts and connection cap.
+    pub http: HttpSettings,
+    /// `[egress] allow`, parsed (see [`crate::egress`]).
+    pub egress: EgressPolicy,
+    /// Flow files must be inside this directory (symlinks resolved); default: the config
+    /// file's directory.
+    pub flows_dir: PathBuf,
+    /// Plugin and transformer `.wasm` files must be inside this directory; default: the
+    /// config file's directory.
+    pub plugins_dir: PathBuf,
     /// The bearer token of the admin API (`admin_token`, else `$PLUGBOARD_ADMIN_TOKEN`);
     /// without one the admin API answers 401 to everything.
     pub admin_token: Option<Secret>,
@@ -533,6 +591,11 @@ impl ServeConfig {
             store: StoreSettings::default(),
             sender: SenderSettings::default(),
             event_webhooks: EventWebhookSettings::default(),
+            http: HttpSettings::default(),
+            egress: EgressPolicy::default(),
+            // Without a config file, flows and hooks come from the repository's flows/.
+            flows_dir: root.join("flows"),
+            plugins_dir: root.join("flows"),
             admin_token: std::env::var("PLUGBOARD_ADMIN_TOKEN")
                 .ok()
                 .filter(|v| v.len() >= MIN_ADMIN_TOKEN)
@@ -577,10 +640,29 @@ impl ServeConfig {
         if self.sender.workers == 0 {
             return Err("sender.workers must be greater than 0".to_string());
         }
+        for (value, field) in [
+            (
+                self.http.header_read_timeout_ms,
+                "http.header_read_timeout_ms",
+            ),
+            (self.http.idle_timeout_ms, "http.idle_timeout_ms"),
+            (self.http.body_timeout_ms, "http.body_timeout_ms"),
+        ] {
+            if value == 0 {
+                return Err(format!("{field} must be greater than 0"));
+            }
+        }
+        if self.http.max_connections == 0 || self.http.max_connections > MAX_CONNECTIONS {
+            return Err(format!(
+                "http.max_connections must be from 1 to {MAX_CONNECTIONS}, got {}",
+                self.http.max_connections
+            ));
+        }
         let mut seen = HashSet::new();
         for (i, endpoint) in self.endpoints.iter().enumerate() {
             let at = format!("endpoints[{i}]");
             endpoint.validate(&at)?;
+            endpoint.check_egress(&self.egress, &at)?;
             if !seen.insert(endpoint.id.as_str()) {
                 return Err(format!(
                     "{at}.id {:?} is used by an earlier endpoint; ids must be unique",
@@ -623,6 +705,12 @@ struct RawConfig {
     sender: SenderSettings,
     #[serde(default)]
     event_webhooks: EventWebhookSettings,
+    #[serde(default)]
+    http: HttpSettings,
+    #[serde(default)]
+    egress: EgressSettings,
+    flows_dir: Option<PathBuf>,
+    plugins_dir: Option<PathBuf>,
     admin_token: Option<String>,
     #[serde(default)]
     endpoints: Vec<EndpointSpec>,
@@ -781,6 +869,14 @@ impl RawConfig {
             store: self.store,
             sender: self.sender,
             event_webhooks: self.event_webhooks,
+            http: self.http,
+            egress: EgressPolicy::new(&self.egress.allow)?,
+            flows_dir: self
+                .flows_dir
+                .map_or_else(|| base_dir.to_path_buf(), |d| base_dir.join(d)),
+            plugins_dir: self
+                .plugins_dir
+                .map_or_else(|| base_dir.to_path_buf(), |d| base_dir.join(d)),
             admin_token,
             endpoints,
             endpoint_specs,
@@ -1056,6 +1152,52 @@ app_secret = "as-literal"
         assert!(e.transformers.is_empty());
         assert_eq!(e.transformer_policy, FailurePolicy::Continue);
         assert!(c.endpoint("other").is_none());
+    }
+
+    #[test]
+    fn http_egress_and_file_roots() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.http, HttpSettings::default());
+        assert_eq!(c.http.header_read_timeout_ms, 10_000);
+        assert_eq!(c.http.idle_timeout_ms, 60_000);
+        assert_eq!(c.http.body_timeout_ms, 30_000);
+        assert_eq!(c.http.max_connections, 1024);
+        assert_eq!(c.egress, EgressPolicy::default());
+        assert_eq!(c.flows_dir, base());
+        assert_eq!(c.plugins_dir, base());
+        let text = format!(
+            "flows_dir = \"flows\"\nplugins_dir = \"/opt/plugins\"\n\
+             [http]\nheader_read_timeout_ms = 1\nidle_timeout_ms = 2\nbody_timeout_ms = 3\n\
+             max_connections = 4\n[egress]\nallow = [\"127.0.0.1\", \"10.1.2.0/24\", \"hooks.internal\"]\n\
+             {MINIMAL}"
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.flows_dir, base().join("flows"));
+        assert_eq!(c.plugins_dir, PathBuf::from("/opt/plugins"));
+        assert_eq!(
+            (
+                c.http.header_read_timeout_ms,
+                c.http.idle_timeout_ms,
+                c.http.body_timeout_ms,
+                c.http.max_connections
+            ),
+            (1, 2, 3, 4)
+        );
+        assert!(c.egress.ip_allowed("10.1.2.3".parse().unwrap()));
+        for (prefix, field) in [
+            ("[http]\nbody_timeout_ms = 0\n", "http.body_timeout_ms"),
+            ("[http]\nmax_connections = 0\n", "http.max_connections"),
+            ("[egress]\nallow = [\"not a host\"]\n", "egress.allow"),
+        ] {
+            let message = invalid_message(&format!("{prefix}{MINIMAL}"));
+            assert!(message.contains(field), "{field}: {message}");
+        }
+        // A handover webhook to an internal address needs the allow list.
+        let hook =
+            format!("{MINIMAL}[endpoints.handover]\nwebhook_url = \"http://127.0.0.1:9/h\"\n");
+        let message = invalid_message(&hook);
+        assert!(message.contains("handover.webhook_url"), "{message}");
+        parse(&format!("[egress]\nallow = [\"127.0.0.1\"]\n{hook}")).unwrap();
     }
 
     #[test]

@@ -13,6 +13,10 @@
 //! With `?whatsapp=…` it is the Webitel-style account management form instead
 //! ([`crate::admin::webitel`]), behind the admin token.
 //!
+//! Under the router, [`super::http`] times heads, idle connections and bodies (a body
+//! that does not arrive within `[http] body_timeout_ms` is answered 408) and caps the
+//! connections served at once.
+//!
 //! `/healthz` (the process is up), `/readyz` (the store answers, the plugins are loaded and
 //! every pipeline loop is running; `stopped_stages` names any that ended), `/metrics`
 //! (Prometheus text).

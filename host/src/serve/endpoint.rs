@@ -5,12 +5,18 @@
 //! transformer hooks are loaded, and a [`Conversations`] runtime is wired to the staging
 //! session store and output collector (see [`super::staging`]). Anything wrong here fails
 //! the start with a message naming the endpoint: a host never serves half-configured.
+//!
+//! [`Bounds`] is what the endpoint may reach: its files only under `flows_dir` and
+//! `plugins_dir` (checked before anything is read), its flow's http nodes and handover
+//! webhook only under the egress policy (literal http-node URLs checked here, at load; the
+//! handover webhook where it is configured, and both again at connect time).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::conversation::{Conversations, ReqwestHttp, SystemClock, WebhookHandover};
-use crate::flow::Flow;
+use crate::egress::Egress;
+use crate::flow::{Flow, Node};
 use crate::plugins::types::Business;
 use crate::plugins::{AdapterPlugin, BUNDLED_WHATSAPP, HookPlugin, PluginLimits, PluginRuntime};
 use crate::store::Store;
@@ -19,12 +25,20 @@ use crate::transform::Transformers;
 
 use super::SignatureCheck;
 use super::config::{EndpointConfig, PluginSource, Secret};
+use super::files::FileRoots;
 use super::staging::{Collector, StagedSessions};
 
 /// Settings only the host uses; adapters never get them.
 const HOST_ONLY_SECRETS: [&str; 2] = ["access_token", "app_secret"];
 /// Settings never shown, stored in errors or logged.
 const SECRET_SETTINGS: [&str; 3] = ["access_token", "app_secret", "verify_token"];
+
+/// What a loaded endpoint may reach: files under these roots, URLs under this policy.
+#[derive(Debug, Clone, Default)]
+pub struct Bounds {
+    pub files: FileRoots,
+    pub egress: Egress,
+}
 
 pub type EndpointConversations = Conversations<Collector, ReqwestHttp, Option<WebhookHandover>>;
 
@@ -98,8 +112,9 @@ impl Endpoint {
         runtime: &Arc<PluginRuntime>,
         config: EndpointConfig,
         store: Arc<dyn Store>,
+        bounds: &Bounds,
     ) -> Result<Endpoint, String> {
-        Endpoint::load_with(runtime, config, store, None)
+        Endpoint::load_with(runtime, config, store, None, bounds)
     }
 
     /// [`Endpoint::load`], with `candidate` standing in for the installed plugin of its
@@ -110,6 +125,7 @@ impl Endpoint {
         config: EndpointConfig,
         store: Arc<dyn Store>,
         candidate: Option<&StoredPlugin>,
+        bounds: &Bounds,
     ) -> Result<Endpoint, String> {
         let id = config.id.clone();
         let fail = |what: String| format!("endpoint `{id}`: {what}");
@@ -121,7 +137,7 @@ impl Endpoint {
                 super::config::BUNDLED_PLUGIN.to_string(),
             ),
             PluginSource::Path(path) => (
-                std::fs::read(path)
+                std::fs::read(bounds.files.plugin(path).map_err(fail)?)
                     .map_err(|e| fail(format!("cannot read plugin {}: {e}", path.display())))?,
                 path.display().to_string(),
                 path.display().to_string(),
@@ -140,11 +156,19 @@ impl Endpoint {
         };
         let adapter = AdapterPlugin::load(runtime, &bytes, limits)
             .map_err(|e| fail(format!("cannot load {origin}: {e}")))?;
-        let flow =
-            Flow::load(&config.flow, &adapter.info().limits).map_err(|e| fail(e.to_string()))?;
+        let flow_path = bounds.files.flow(&config.flow).map_err(fail)?;
+        let flow = Flow::load(&flow_path, &adapter.info().limits).map_err(|e| {
+            // Named as configured, not as resolved (a link's target stays private).
+            fail(e.to_string().replace(
+                &flow_path.display().to_string(),
+                &config.flow.display().to_string(),
+            ))
+        })?;
+        check_http_nodes(&flow, &bounds.egress).map_err(fail)?;
         let mut hooks = Vec::new();
         for hook in &config.transformers {
-            let bytes = std::fs::read(&hook.path).map_err(|e| {
+            let path = bounds.files.plugin(&hook.path).map_err(fail)?;
+            let bytes = std::fs::read(path).map_err(|e| {
                 fail(format!(
                     "cannot read transformer {}: {e}",
                     hook.path.display()
@@ -159,7 +183,8 @@ impl Endpoint {
             hooks.push(Arc::new(plugin));
         }
         let conversation_config = config.conversation_config();
-        let handover = WebhookHandover::from_config(&conversation_config.handover);
+        let handover =
+            WebhookHandover::from_config_with(&conversation_config.handover, &bounds.egress);
         let sessions = Arc::new(StagedSessions::new(store));
         let collector = Collector::default();
         let conversations = Conversations::new(
@@ -167,7 +192,7 @@ impl Endpoint {
             Arc::new(flow),
             Transformers::new(hooks, config.transformer_policy),
             collector.clone(),
-            ReqwestHttp::new(),
+            ReqwestHttp::with_egress(bounds.egress.clone()),
             handover,
             Arc::new(SystemClock),
         )
@@ -197,6 +222,35 @@ impl Endpoint {
             sessions,
             collector,
         })
+    }
+}
+
+/// The http nodes whose destination is known at load (the URL up to its path has no
+/// `{{ }}` hole) checked against the egress policy; the rest are checked per call.
+fn check_http_nodes(flow: &Flow, egress: &Egress) -> Result<(), String> {
+    for (id, node) in &flow.nodes {
+        let Node::Http(h) = node else { continue };
+        let Some(origin) = literal_origin(&h.url) else {
+            continue;
+        };
+        egress
+            .policy()
+            .check_url(&origin)
+            .map_err(|e| format!("flow node `{id}`: url: {e}"))?;
+    }
+    Ok(())
+}
+
+/// `scheme://authority/` of a URL template when that much of it is literal text.
+fn literal_origin(template: &str) -> Option<String> {
+    let literal = template.split("{{").next().unwrap_or("");
+    let (scheme, rest) = literal.split_once("://")?;
+    let end = rest.find(['/', '?', '#']);
+    match end {
+        Some(end) => Some(format!("{scheme}://{}/", &rest[..end])),
+        // No hole at all: the whole URL is literal.
+        None if literal.len() == template.len() => Some(format!("{scheme}://{rest}/")),
+        None => None,
     }
 }
 

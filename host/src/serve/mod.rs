@@ -13,6 +13,8 @@
 //! - [`cli`]: `plugboard serve` and `plugboard replay`.
 //! - [`config`]: the TOML file (secrets as `env:NAME`), and the demo used without one.
 //! - [`edge`]: the axum router (webhooks, `/healthz`, `/readyz`, `/metrics`).
+//! - [`http`]: the accept loop under it: header, idle and body timeouts, a connection cap.
+//! - [`files`]: flows and plugins confined to `flows_dir` and `plugins_dir`.
 //! - [`pipeline`]: demux, dispatch, statuses, timers, pruning.
 //! - [`workers`]: per-conversation ordered steps and their one-transaction commits.
 //! - [`staging`]: the session store and output collector a step runs against.
@@ -33,7 +35,9 @@ pub mod cli;
 pub mod config;
 pub mod edge;
 pub mod endpoint;
+pub mod files;
 pub mod graph_paths;
+pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod notices;
@@ -111,7 +115,10 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub workers: Workers,
     pub sender: SenderHandle,
+    /// The Graph API client (not under the egress policy: the base is bound to its token).
     pub http: reqwest::Client,
+    /// Files endpoints may read, URLs they and event webhooks may reach.
+    pub bounds: endpoint::Bounds,
     pub retry: RetrySchedule,
     pub request_timeout: Duration,
     /// `[event_webhooks]`: how outbound event webhooks are delivered.
@@ -261,7 +268,14 @@ impl Server {
             PluginRuntime::new()
                 .map_err(|e| anyhow::anyhow!("cannot start the plugin runtime: {e}"))?,
         );
-        let endpoints = registry::seed(&config, &store, &runtime).await?;
+        let bounds = endpoint::Bounds {
+            files: files::FileRoots {
+                flows_dir: config.flows_dir.clone(),
+                plugins_dir: config.plugins_dir.clone(),
+            },
+            egress: crate::egress::Egress::new(config.egress.clone()),
+        };
+        let endpoints = registry::seed(&config, &store, &runtime, &bounds).await?;
         let subscribed = notices::Subscribed::default();
         {
             let store = store.clone();
@@ -301,6 +315,7 @@ impl Server {
                 .pool_max_idle_per_host(64)
                 .build()
                 .context("cannot build the HTTP client")?,
+            bounds,
             retry: config.sender.retry.clone(),
             request_timeout: Duration::from_millis(config.sender.request_timeout_ms),
             event_webhooks: config.event_webhooks.clone(),
@@ -364,17 +379,12 @@ impl Server {
         let addr = listener.local_addr()?;
         let _ = shared.local_addr.set(addr);
         let app = edge::router(shared.clone()).merge(crate::admin::router(shared.clone()));
-        let mut stopping = shared.stop_signal();
-        let http = tokio::spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopping.wait_for(|stop| *stop).await;
-                })
-                .await;
-            if let Err(e) = served {
-                tracing::error!("http server: {e}");
-            }
-        });
+        let http = tokio::spawn(http::serve(
+            listener,
+            app,
+            config.http.clone(),
+            shared.stop_signal(),
+        ));
         for endpoint in shared.endpoints.all() {
             let id = &endpoint.config.id;
             if endpoint.config.access_token.is_none() {

@@ -22,7 +22,7 @@ use crate::store::Store;
 use crate::store::admin::{EndpointState, Seeded, StoredPlugin};
 
 use super::config::{EndpointConfig, EndpointSpec, ServeConfig};
-use super::endpoint::Endpoint;
+use super::endpoint::{Bounds, Endpoint};
 
 #[derive(Default)]
 pub struct Registry {
@@ -120,6 +120,7 @@ pub async fn seed(
     config: &ServeConfig,
     store: &Arc<dyn Store>,
     runtime: &Arc<PluginRuntime>,
+    bounds: &Bounds,
 ) -> anyhow::Result<Registry> {
     for spec in &config.endpoint_specs {
         let (json, hash) = spec_json(spec).map_err(anyhow::Error::msg)?;
@@ -140,7 +141,7 @@ pub async fn seed(
         let spec: EndpointSpec = serde_json::from_str(&row.spec)
             .map_err(|e| anyhow::anyhow!("stored endpoint `{}` cannot be read: {e}", row.id))?;
         let loaded = match spec.resolve(Path::new("/"), &format!("endpoints.{}", row.id)) {
-            Ok(config) => load(config, store.clone(), runtime.clone(), None).await,
+            Ok(config) => load(config, store.clone(), runtime.clone(), None, bounds.clone()).await,
             Err(e) => Err(e),
         };
         match loaded {
@@ -167,9 +168,10 @@ pub async fn load(
     store: Arc<dyn Store>,
     runtime: Arc<PluginRuntime>,
     candidate: Option<StoredPlugin>,
+    bounds: Bounds,
 ) -> Result<Endpoint, String> {
     tokio::task::spawn_blocking(move || {
-        Endpoint::load_with(&runtime, config, store, candidate.as_ref())
+        Endpoint::load_with(&runtime, config, store, candidate.as_ref(), &bounds)
     })
     .await
     .map_err(|e| format!("endpoint loader: {e}"))?
