@@ -21,6 +21,8 @@
 //! - [`registry`]: the endpoints being served, changeable at run time (admin API), seeded
 //!   from the config into the store at start.
 //! - [`notices`]: the events announced to an endpoint's outbound webhooks.
+//! - [`tenancy`]: the isolation rule: which endpoint a webhook item may be recorded for,
+//!   whatever endpoint received it (else `unowned`).
 //! - [`signature`], [`retry`], [`metrics`], [`logging`]: what their names say.
 //!
 //! [`Server::start`] resumes whatever a previous run left pending (inbox rows, events,
@@ -40,6 +42,7 @@ pub mod retry;
 pub mod sender;
 pub mod signature;
 pub mod staging;
+pub mod tenancy;
 pub mod workers;
 
 use std::future::Future;
