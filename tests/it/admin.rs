@@ -111,7 +111,7 @@ impl Admin {
             .await
     }
 
-    async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+    pub(crate) async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
         self.call(reqwest::Method::PATCH, path, Some(ADMIN_TOKEN), Some(body))
             .await
     }

@@ -13,5 +13,6 @@ mod chat;
 mod cli;
 mod golden;
 mod hooks;
+mod isolation;
 mod runtime;
 mod serve;
