@@ -343,6 +343,14 @@ async fn a_forged_template_status_does_not_change_another_accounts_template() {
         )
         .await;
     assert_eq!(status, 200, "{answer:#}");
+    let (status, answer) = t
+        .admin
+        .post(
+            &format!("/accounts/{}/templates/sync", webhook::ACCOUNT_ID),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer:#}");
     let approved = vec![
         ("order_confirmation".to_string(), "APPROVED".to_string()),
         ("welcome_template".to_string(), "APPROVED".to_string()),
