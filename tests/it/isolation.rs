@@ -245,7 +245,6 @@ async fn an_unsigned_endpoint_cannot_speak_for_another_tenant() {
     let t = Tenants::start("iso-unsigned").await;
     let body = webhook::text_message(PNID, "15550101", "wamid.iso.u1", "hi", webhook::now_ts());
     t.post("open", &body, None).await;
-    t.wait_unowned("open", "untrusted_sender", 1).await;
 
     // A barrier: a genuine message to A is answered, so the forged one was long decoded.
     send_text(&t.server, "15550102", "wamid.iso.u2", "hi").await;
@@ -263,6 +262,7 @@ async fn an_unsigned_endpoint_cannot_speak_for_another_tenant() {
             "a conversation of `{endpoint}` was started"
         );
     }
+    t.wait_unowned("open", "untrusted_sender", 1).await;
     // Its own number still works unsigned (local testing).
     let own = webhook::text_message(OPEN_NUMBER, "15550103", "wamid.iso.u3", "hi", webhook::now_ts());
     t.post("open", &own, None).await;
@@ -284,7 +284,6 @@ async fn another_apps_signature_does_not_reach_this_app_but_one_app_routes_acros
     let t = Tenants::start("iso-rival").await;
     let body = webhook::text_message(PNID, "15550201", "wamid.iso.r1", "hi", webhook::now_ts());
     t.post("rival", &body, Some(RIVAL_SECRET)).await;
-    t.wait_unowned("rival", "untrusted_sender", 1).await;
 
     // One app: shop's URL, sibling's number → answered from sibling with its token; and
     // back the other way.
@@ -325,6 +324,7 @@ async fn another_apps_signature_does_not_reach_this_app_but_one_app_routes_acros
     let store = t.server.store();
     assert_eq!(store.session("shop", "15550201").expect("read"), None);
     assert_eq!(store.session("rival", "15550201").expect("read"), None);
+    t.wait_unowned("rival", "untrusted_sender", 1).await;
     t.stop().await;
 }
 
@@ -402,8 +402,6 @@ async fn a_forged_stop_does_not_opt_out_another_endpoints_user() {
         Some((131_050, "stopped marketing messages")),
     );
     t.post("rival", &failed, Some(RIVAL_SECRET)).await;
-    t.wait_unowned("open", "untrusted_sender", 1).await;
-    t.wait_unowned("rival", "untrusted_sender", 2).await;
 
     // The genuine one, at A's endpoint: recorded (and a barrier for the forged ones).
     send_text(&t.server, "15550304", "wamid.iso.s4", "STOP").await;
@@ -420,6 +418,10 @@ async fn a_forged_stop_does_not_opt_out_another_endpoints_user() {
     for endpoint in ["open", "rival"] {
         assert_eq!(opted_out(&t.admin, endpoint).await, Vec::<String>::new());
     }
+    t.wait_unowned("open", "untrusted_sender", 1).await;
+    t.wait_unowned("rival", "untrusted_sender", 2).await;
+    // Counted, so decoded: and still nothing for A but the genuine STOP.
+    assert_eq!(opted_out(&t.admin, "shop").await, ["15550304"]);
     t.stop().await;
 }
 
