@@ -127,13 +127,18 @@ impl Tenants {
                 .await
                 .expect("unsigned POST"),
         };
-        assert_eq!(response.status(), 200, "POST to {endpoint} not acknowledged");
+        assert_eq!(
+            response.status(),
+            200,
+            "POST to {endpoint} not acknowledged"
+        );
     }
 
     /// Waits until `/metrics` counts `n` unowned items at `endpoint` for `reason`.
     async fn wait_unowned(&self, endpoint: &str, reason: &str, n: u32) {
-        let line =
-            format!("plugboard_unowned_events_total{{endpoint=\"{endpoint}\",reason=\"{reason}\"}} {n}");
+        let line = format!(
+            "plugboard_unowned_events_total{{endpoint=\"{endpoint}\",reason=\"{reason}\"}} {n}"
+        );
         let deadline = Instant::now() + WAIT;
         loop {
             let metrics = client()
@@ -264,7 +269,13 @@ async fn an_unsigned_endpoint_cannot_speak_for_another_tenant() {
     }
     t.wait_unowned("open", "untrusted_sender", 1).await;
     // Its own number still works unsigned (local testing).
-    let own = webhook::text_message(OPEN_NUMBER, "15550103", "wamid.iso.u3", "hi", webhook::now_ts());
+    let own = webhook::text_message(
+        OPEN_NUMBER,
+        "15550103",
+        "wamid.iso.u3",
+        "hi",
+        webhook::now_ts(),
+    );
     t.post("open", &own, None).await;
     wait_sends(&t.mock, 1, |b| b["to"] == "15550103").await;
     let reply = t
@@ -273,7 +284,10 @@ async fn an_unsigned_endpoint_cannot_speak_for_another_tenant() {
         .into_iter()
         .find(|r| r.body["to"] == "15550103")
         .expect("the reply");
-    assert_eq!(reply.authorization(), Some(format!("Bearer {OPEN_TOKEN}").as_str()));
+    assert_eq!(
+        reply.authorization(),
+        Some(format!("Bearer {OPEN_TOKEN}").as_str())
+    );
     t.stop().await;
 }
 
@@ -297,7 +311,10 @@ async fn another_apps_signature_does_not_reach_this_app_but_one_app_routes_acros
     t.post("shop", &to_sibling, Some(SECRET)).await;
     let to_shop = webhook::text_message(PNID, "15550203", "wamid.iso.r3", "hi", webhook::now_ts());
     t.post("sibling", &to_shop, Some(SECRET)).await;
-    wait_sends(&t.mock, 2, |b| b["to"] == "15550202" || b["to"] == "15550203").await;
+    wait_sends(&t.mock, 2, |b| {
+        b["to"] == "15550202" || b["to"] == "15550203"
+    })
+    .await;
     let requests = t.mock.requests();
     let reply = |to: &str| {
         requests
@@ -305,12 +322,20 @@ async fn another_apps_signature_does_not_reach_this_app_but_one_app_routes_acros
             .find(|r| r.body["to"] == to)
             .unwrap_or_else(|| panic!("no reply to {to}"))
     };
-    assert!(reply("15550202").path.contains(&format!("/{SIBLING_NUMBER}/messages")));
+    assert!(
+        reply("15550202")
+            .path
+            .contains(&format!("/{SIBLING_NUMBER}/messages"))
+    );
     assert_eq!(
         reply("15550202").authorization(),
         Some(format!("Bearer {SIBLING_TOKEN}").as_str())
     );
-    assert!(reply("15550203").path.contains(&format!("/{PNID}/messages")));
+    assert!(
+        reply("15550203")
+            .path
+            .contains(&format!("/{PNID}/messages"))
+    );
     assert_eq!(
         reply("15550203").authorization(),
         Some(format!("Bearer {ACCESS_TOKEN}").as_str())
@@ -378,7 +403,10 @@ async fn a_forged_template_status_does_not_change_another_accounts_template() {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "A's own webhook not applied: {now:?}");
+        assert!(
+            Instant::now() < deadline,
+            "A's own webhook not applied: {now:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     t.stop().await;
@@ -412,7 +440,10 @@ async fn a_forged_stop_does_not_opt_out_another_endpoints_user() {
             assert_eq!(users, ["15550304"], "a forged opt-out was recorded for A");
             break;
         }
-        assert!(Instant::now() < deadline, "the genuine STOP was not recorded");
+        assert!(
+            Instant::now() < deadline,
+            "the genuine STOP was not recorded"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for endpoint in ["open", "rival"] {
@@ -507,7 +538,11 @@ async fn a_new_graph_api_base_needs_a_literal_token_in_the_same_request() {
 
     // Nothing was stored: the spec still points at the real base.
     let (_, shop) = t.admin.get("/endpoints/shop").await;
-    assert_eq!(shop["spec"]["graph_api_base"], t.mock.base_url(), "{shop:#}");
+    assert_eq!(
+        shop["spec"]["graph_api_base"],
+        t.mock.base_url(),
+        "{shop:#}"
+    );
 
     // Account setup: set up for real, then again under the attacker's base with the token
     // as the account list shows it, or a reference.

@@ -147,7 +147,9 @@ async fn create(
         TOKEN_FIELDS,
         None,
         &token_binding::effective_base(spec.graph_api_base.as_deref()),
-        spec.access_token.as_deref().map_or(Token::Absent, Token::Given),
+        spec.access_token
+            .as_deref()
+            .map_or(Token::Absent, Token::Given),
     )
     .map_err(|e| ApiError::invalid_field(e.to_string()))?;
     let config = resolve(&spec)?;

@@ -90,9 +90,8 @@ pub fn check(
     new_base: &str,
     token: Token<'_>,
 ) -> Result<(), Refused> {
-    let moved = stored_base.is_none_or(|stored| {
-        effective_base(Some(stored)) != effective_base(Some(new_base))
-    });
+    let moved = stored_base
+        .is_none_or(|stored| effective_base(Some(stored)) != effective_base(Some(new_base)));
     if !moved {
         return Ok(());
     }
@@ -136,15 +135,7 @@ mod tests {
     #[test]
     fn the_same_base_keeps_whatever_token() {
         for token in [Token::Kept, Token::Absent, Token::Given("********oken")] {
-            assert_eq!(
-                check(
-                    FIELDS,
-                    Some("http://a/"),
-                    "http://a",
-                    token
-                ),
-                Ok(())
-            );
+            assert_eq!(check(FIELDS, Some("http://a/"), "http://a", token), Ok(()));
         }
         // Absent and the default are the same base.
         assert_eq!(
@@ -190,7 +181,10 @@ mod tests {
     #[test]
     fn forms() {
         assert_eq!(form("EAAtoken"), Form::Literal);
-        assert_eq!(form(&super::super::mask("EAAGm0PX4ZCpsBAabcd1234")), Form::Masked);
+        assert_eq!(
+            form(&super::super::mask("EAAGm0PX4ZCpsBAabcd1234")),
+            Form::Masked
+        );
         assert_eq!(form(&super::super::mask("short")), Form::Masked);
         assert_eq!(form("env:WA_TOKEN"), Form::Reference);
         assert_eq!(form(""), Form::Empty);

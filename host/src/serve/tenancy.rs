@@ -164,8 +164,13 @@ pub struct Router<'s> {
     receiver: &'s Endpoint,
     registry: &'s Registry,
     catalogue: &'s Catalogue,
-    /// The receiving endpoint's linked accounts, then every served endpoint with its own.
-    known: Option<(Vec<String>, Vec<(Arc<Endpoint>, Vec<String>)>)>,
+    known: Option<Known>,
+}
+
+/// The receiving endpoint's linked accounts, and every served endpoint with its own.
+struct Known {
+    own: Vec<String>,
+    all: Vec<(Arc<Endpoint>, Vec<String>)>,
 }
 
 impl<'s> Router<'s> {
@@ -185,7 +190,7 @@ impl<'s> Router<'s> {
             return Route::Here;
         }
         let (registry, catalogue, receiver) = (self.registry, self.catalogue, self.receiver);
-        let (own, all) = self.known.get_or_insert_with(|| {
+        let known = self.known.get_or_insert_with(|| {
             let all = registry
                 .all()
                 .into_iter()
@@ -194,10 +199,13 @@ impl<'s> Router<'s> {
                     (e, accounts)
                 })
                 .collect();
-            (linked_accounts(receiver, catalogue), all)
+            Known {
+                own: linked_accounts(receiver, catalogue),
+                all,
+            }
         });
-        let tenants: Vec<Tenant<'_>> = all.iter().map(|(e, a)| Tenant::of(e, a)).collect();
-        route(&Tenant::of(receiver, own), item, &tenants)
+        let tenants: Vec<Tenant<'_>> = known.all.iter().map(|(e, a)| Tenant::of(e, a)).collect();
+        route(&Tenant::of(receiver, &known.own), item, &tenants)
     }
 }
 
@@ -251,9 +259,7 @@ fn route_account(receiver: &Tenant<'_>, account: &str, endpoints: &[Tenant<'_>])
         if !linked(receiver) {
             return Route::Unowned(Reason::ForeignAccount);
         }
-        let shared = endpoints
-            .iter()
-            .any(|e| e.id != receiver.id && linked(e));
+        let shared = endpoints.iter().any(|e| e.id != receiver.id && linked(e));
         return if shared {
             Route::Unowned(Reason::UntrustedSender)
         } else {
