@@ -134,40 +134,37 @@ impl Tenants {
         );
     }
 
-    /// Waits until `/metrics` counts `n` unowned items at `endpoint` for `reason`.
-    async fn wait_unowned(&self, endpoint: &str, reason: &str, n: u32) {
+    /// Whether `/metrics` counts `n` unowned items at `endpoint` for `reason`.
+    async fn has_unowned(&self, endpoint: &str, reason: &str, n: u32) -> bool {
         let line = format!(
             "plugboard_unowned_events_total{{endpoint=\"{endpoint}\",reason=\"{reason}\"}} {n}"
         );
+        let metrics = client()
+            .get(format!("http://{}/metrics", self.server.local_addr()))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("metrics body");
+        // The label set is bounded: never a number or account from a request.
+        assert!(
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("plugboard_unowned_events_total{"))
+                .all(|l| l.contains(",reason=\"") && !l.contains("phone_number_id")),
+            "unowned items labelled by something else than the reason:\n{metrics}"
+        );
+        metrics.lines().any(|l| l == line)
+    }
+
+    /// Waits until `/metrics` counts `n` unowned items at `endpoint` for `reason`.
+    async fn wait_unowned(&self, endpoint: &str, reason: &str, n: u32) {
         let deadline = Instant::now() + WAIT;
-        loop {
-            let metrics = client()
-                .get(format!("http://{}/metrics", self.server.local_addr()))
-                .send()
-                .await
-                .expect("metrics")
-                .text()
-                .await
-                .expect("metrics body");
-            if metrics.lines().any(|l| l == line) {
-                // The label set is bounded: never a number or account from a request.
-                assert!(
-                    metrics
-                        .lines()
-                        .filter(|l| l.starts_with("plugboard_unowned_events_total{"))
-                        .all(|l| l.contains(",reason=\"") && !l.contains("phone_number_id")),
-                    "unowned items labelled by something else than the reason:\n{metrics}"
-                );
-                return;
-            }
+        while !self.has_unowned(endpoint, reason, n).await {
             assert!(
                 Instant::now() < deadline,
-                "no `{line}` in:\n{}",
-                metrics
-                    .lines()
-                    .filter(|l| l.contains("unowned"))
-                    .collect::<Vec<_>>()
-                    .join("\n")
+                "no {n} unowned at {endpoint} for {reason}"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -385,9 +382,26 @@ async fn a_forged_template_status_does_not_change_another_accounts_template() {
     let forged = fixture("account_template_status_paused.json");
     t.post("rival", &forged, Some(RIVAL_SECRET)).await;
     t.post("open", &forged, None).await;
-    // Two items in the body, each refused at each endpoint.
-    t.wait_unowned("rival", "foreign_account", 2).await;
-    t.wait_unowned("open", "foreign_account", 2).await;
+    // Two items in the body, each refused at each endpoint; until both are counted (so
+    // decoded and dispatched), A's templates never change.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert_eq!(
+            template_statuses(&t.admin).await,
+            approved,
+            "a forged status was applied"
+        );
+        if t.has_unowned("rival", "foreign_account", 2).await
+            && t.has_unowned("open", "foreign_account", 2).await
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the forged items were not counted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(template_statuses(&t.admin).await, approved);
 
     // Signed by A's app at A's endpoint: applied.
