@@ -100,7 +100,7 @@ async fn webhooks_are_routed_strictly_on_the_phone_number_id() {
     assert_eq!(response.status(), 200);
     wait_metric(
         &server,
-        "plugboard_unowned_events_total{endpoint=\"shop\",phone_number_id=\"999999\"} 1",
+        "plugboard_unowned_events_total{endpoint=\"shop\",reason=\"unknown_number\"} 1",
     )
     .await;
     tokio::time::sleep(SETTLE).await;

@@ -14,6 +14,7 @@ mod cli;
 mod edge_egress;
 mod golden;
 mod hooks;
+mod isolation;
 mod plugin_limits;
 mod runtime;
 mod serve;

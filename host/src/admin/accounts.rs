@@ -4,7 +4,9 @@
 //! manage (or takes the ids given), reads each account and its numbers (display number,
 //! verified name, quality rating, throughput level, messaging-limit tier) and its
 //! subscription, and stores them with the token; running it again refreshes them. The
-//! token is kept as a secret and shown masked. `subscribe` / `unsubscribe` call
+//! token is kept as a secret and shown masked. The token must be a literal value (not a
+//! mask, not an `env:` reference: [`super::token_binding`]), since setup sends it to the
+//! base it is given with and stores that pair. `subscribe` / `unsubscribe` call
 //! `/{waba}/subscribed_apps`; `remove` forgets the account here (Meta is not told).
 //!
 //! Templates are synced from `/{waba}/message_templates` (every page), created (Meta
@@ -27,12 +29,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::business::graph::{GraphClient, GraphError, GraphTemplate};
-use crate::serve::config::{DEFAULT_GRAPH_API_BASE, DEFAULT_GRAPH_API_VERSION};
+use crate::serve::config::DEFAULT_GRAPH_API_VERSION;
 use crate::serve::{Shared, now_ms};
 use crate::store::business::{StoredAccount, StoredNumber, StoredTemplate};
 
 use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
-use super::{blocking, mask};
+use super::{blocking, mask, token_binding};
 
 pub fn routes() -> OpenApiRouter<Arc<Shared>> {
     OpenApiRouter::new()
@@ -266,10 +268,19 @@ pub(crate) async fn setup(
     if token.trim().is_empty() {
         return Err(ApiError::invalid_field("access_token must not be empty"));
     }
-    let base = base
-        .unwrap_or_else(|| DEFAULT_GRAPH_API_BASE.to_string())
-        .trim_end_matches('/')
-        .to_string();
+    let base = token_binding::effective_base(base.as_deref());
+    // Every setup sends its token to its base and stores the pair (over an account stored
+    // with another base and token, too): a new binding, so only a literal token will do.
+    token_binding::check(
+        token_binding::Fields {
+            token: "access_token",
+            base: "graph_api_base",
+        },
+        None,
+        &base,
+        token_binding::Token::Given(token),
+    )
+    .map_err(|e| ApiError::invalid_field(e.to_string()))?;
     if !(base.starts_with("https://") || base.starts_with("http://")) {
         return Err(ApiError::invalid_field(
             "graph_api_base must be an http(s) URL",

@@ -16,7 +16,10 @@
 //! between its commit and its swap.
 //!
 //! Responses show secrets masked ([`super::mask`]); a masked value sent back unchanged
-//! (a client that read, edited and wrote the whole spec) keeps the stored secret.
+//! (a client that read, edited and wrote the whole spec) keeps the stored secret, except
+//! with a new `graph_api_base`: then the access token must be given as a literal value in
+//! the same request ([`super::token_binding`]), or the change is refused (400, nothing
+//! stored, nothing sent).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,6 +40,7 @@ use crate::serve::registry::{self, spec_json};
 use crate::store::admin::{EndpointState, StoredEndpoint, StoredPlugin};
 
 use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
+use super::token_binding::{self, Token};
 use super::{PREFIX, blocking, mask};
 
 pub fn routes() -> OpenApiRouter<Arc<Shared>> {
@@ -141,6 +145,16 @@ async fn create(
 ) -> ApiResult<(StatusCode, axum::Json<EndpointView>)> {
     refuse_env_secrets(&body)?;
     let spec = absolute(read_spec(body)?);
+    // A first binding: whatever token is given goes to this base.
+    token_binding::check(
+        TOKEN_FIELDS,
+        None,
+        &token_binding::effective_base(spec.graph_api_base.as_deref()),
+        spec.access_token
+            .as_deref()
+            .map_or(Token::Absent, Token::Given),
+    )
+    .map_err(|e| ApiError::invalid_field(e.to_string()))?;
     let config = resolve(&shared, &spec)?;
     let view = detached(create_endpoint(shared, spec, config)).await?;
     Ok((StatusCode::CREATED, axum::Json(view)))
@@ -483,6 +497,37 @@ fn refuse_env_secret(key: &str, value: &Value) -> ApiResult<()> {
     Ok(())
 }
 
+/// Where the token and the base are in an endpoint spec, for [`token_binding::check`].
+const TOKEN_FIELDS: token_binding::Fields<'static> = token_binding::Fields {
+    token: "spec.access_token",
+    base: "spec.graph_api_base",
+};
+
+/// The access token a merge patch leaves: given (as sent, even masked), kept, or removed.
+enum PatchedToken {
+    Given(String),
+    Kept,
+}
+
+impl PatchedToken {
+    fn as_token(&self) -> Token<'_> {
+        match self {
+            PatchedToken::Given(value) => Token::Given(value),
+            PatchedToken::Kept => Token::Kept,
+        }
+    }
+}
+
+/// `None`: no token after the patch (never had one, or `null` removes it).
+fn patched_token(current: &Value, patch: &Map<String, Value>) -> Option<PatchedToken> {
+    match patch.get("access_token") {
+        Some(Value::String(value)) => Some(PatchedToken::Given(value.clone())),
+        // Not a string: the spec refuses it further on; nothing is stored.
+        Some(_) => None,
+        None => current.get("access_token").map(|_| PatchedToken::Kept),
+    }
+}
+
 /// Runs an admin change to completion even if the client goes away: its store write is
 /// queued when called, so dropping the handler half way would leave the registry behind.
 pub(crate) async fn detached<T: Send + 'static>(
@@ -553,7 +598,7 @@ pub async fn prepare(
     let current: Value = serde_json::from_str(&row.spec)
         .map_err(|e| ApiError::internal(format!("stored endpoint `{id}` cannot be read: {e}")))?;
     let mut merged = current.clone();
-    let token_given = patch.contains_key("access_token");
+    let token = patched_token(&current, &patch);
     for (key, value) in patch {
         if key == "id" && value.as_str() != Some(id) {
             return Err(ApiError::invalid_field(
@@ -573,14 +618,18 @@ pub async fn prepare(
         refuse_env_secret(&key, &value)?;
         merge(&mut merged, key, value);
     }
-    // The access token goes to the Graph API base: a new base needs the token given with
-    // it, or anyone with the admin token could send the stored one to a host of theirs.
-    let base = |spec: &Value| spec.get("graph_api_base").cloned();
-    if base(&merged) != base(&current) && merged.get("access_token").is_some() && !token_given {
-        return Err(ApiError::invalid_field(
-            "spec.graph_api_base: changing where the access token is sent needs the access_token in the same request",
-        ));
-    }
+    // The access token goes to the Graph API base: a new base needs a literal token given
+    // with it, or anyone with the admin token could send the stored one to a host of theirs.
+    let base = |spec: &Value| {
+        token_binding::effective_base(spec.get("graph_api_base").and_then(Value::as_str))
+    };
+    token_binding::check(
+        TOKEN_FIELDS,
+        Some(&base(&current)),
+        &base(&merged),
+        token.as_ref().map_or(Token::Absent, |t| t.as_token()),
+    )
+    .map_err(|e| ApiError::invalid_field(e.to_string()))?;
     let spec = absolute(read_spec(merged)?);
     let config = resolve(shared, &spec)?;
     check_number_free(shared, &config, Some(id)).await?;

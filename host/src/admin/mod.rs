@@ -11,6 +11,8 @@
 //!   subscription, remove) and their templates (sync, create, delete).
 //! - [`campaigns`]: campaigns (CSV or JSON upload, pause, resume, cancel, progress) and
 //!   opt-outs of an endpoint.
+//! - [`token_binding`]: the one rule for where a Meta token may be sent: a new
+//!   `graph_api_base` needs a literal token in the same request (every path asks it).
 //! - [`webitel`]: the same account operations in the form Webitel users know,
 //!   `GET /webhooks/{endpoint}?whatsapp=…`.
 //! - [`error`]: the one error shape and the JSON extractor.
@@ -32,6 +34,7 @@ pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod plugins;
+pub mod token_binding;
 pub mod webitel;
 
 use std::sync::Arc;
@@ -239,10 +242,10 @@ pub fn mask(secret: &str) -> String {
     }
     let chars: Vec<char> = secret.chars().collect();
     if chars.len() < 12 {
-        return "********".to_string();
+        return token_binding::MASK_PREFIX.to_string();
     }
     let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("********{tail}")
+    format!("{}{tail}", token_binding::MASK_PREFIX)
 }
 
 #[cfg(test)]

@@ -3,7 +3,9 @@
 //! behind the admin token like the rest of the admin API.
 //!
 //! - `setup`: finds and stores the accounts the endpoint's access token (a system-user
-//!   token) may manage, or only `id`; refreshes them when run again.
+//!   token) may manage, or only `id`; refreshes them when run again. The token goes to the
+//!   endpoint's own `graph_api_base`, which only changes with a literal new token
+//!   ([`super::token_binding`]); setup checks the pair once more like any account setup.
 //! - `search`: the stored accounts (or the one with `id`) with their numbers.
 //! - `subscribe` / `unsubscribe`: our app to an account's webhooks; `remove`: forgets it.
 //!   Without `id` they act on the endpoint's own account (its `waba_id`, or the account

@@ -53,7 +53,8 @@ pub struct Metrics {
     /// Recipients of each live campaign by state (queued, sending, sent, delivered, read,
     /// failed, opted_out).
     pub campaign_recipients: IntGaugeVec,
-    /// Webhook items for a number no endpoint owns.
+    /// Webhook items stored as unowned, by receiving endpoint and reason (a fixed set:
+    /// `crate::serve::tenancy::Reason`), so the label set stays bounded.
     pub unowned_events_total: IntCounterVec,
 }
 
@@ -133,9 +134,10 @@ impl Metrics {
         let unowned_events_total = IntCounterVec::new(
             opts(
                 "unowned_events_total",
-                "Webhook items for a phone number no endpoint owns (stored, not answered)",
+                "Webhook items the receiving endpoint may not act for, by reason \
+                 (unknown_number, untrusted_sender, foreign_account): stored, not answered",
             ),
-            &["endpoint", "phone_number_id"],
+            &["endpoint", "reason"],
         )?;
         registry.register(Box::new(campaign_recipients.clone()))?;
         registry.register(Box::new(unowned_events_total.clone()))?;

@@ -25,6 +25,8 @@
 //!   from the config into the store at start.
 //! - [`notices`]: the events announced to an endpoint's outbound webhooks.
 //! - [`stages`]: liveness of the long-running loops, for `/readyz`.
+//! - [`tenancy`]: the isolation rule: which endpoint a webhook item may be recorded for,
+//!   whatever endpoint received it (else `unowned`).
 //! - [`signature`], [`retry`], [`metrics`], [`logging`]: what their names say.
 //!
 //! [`Server::start`] resumes whatever a previous run left pending (inbox rows, events,
@@ -48,6 +50,7 @@ pub mod sender;
 pub mod signature;
 pub mod stages;
 pub mod staging;
+pub mod tenancy;
 pub mod workers;
 
 use std::future::Future;

@@ -7,6 +7,9 @@
 //!   the inbox rows done, or dead letters for bodies the adapter refused, trapped on, ran
 //!   out of time on or answered too much for. A panic while decoding one row is contained
 //!   to that row (a dead letter): the loop goes on, and a restart does not meet it again.
+//! - **Routing**: each decoded item is recorded for the endpoint the isolation rule
+//!   ([`super::tenancy`]) names: the receiving one, another endpoint of the same app, or
+//!   nobody (`unowned`: stored, counted by reason, never answered or applied).
 //! - **Dispatch** ([`dispatch`]): each newly recorded event goes where it belongs: messages
 //!   and `send_failed` notes to their conversation's worker (in order, see
 //!   [`super::workers`]); statuses to [`apply_statuses`]; system notices, channel errors and
@@ -30,6 +33,7 @@ use crate::plugins::types::{DeliveryStatus, Event, EventBody};
 use crate::store::{DemuxOutcome, Demuxed, EventKind, EventRow, InboxRow, NewEvent, OutboxState};
 
 use super::endpoint::Endpoint;
+use super::tenancy::{Item, Route, Router};
 use super::workers::Job;
 use super::{Shared, now_ms};
 
@@ -211,31 +215,31 @@ fn decode_body(shared: &Shared, endpoint: &Endpoint, body: &[u8]) -> DemuxOutcom
         tracing::info!(endpoint = %endpoint.config.id, path = %skipped.path, reason = %skipped.reason, "webhook item skipped by the adapter");
     }
     let mut events = Vec::with_capacity(decoded.events.len());
+    let mut router = Router::new(endpoint, &shared.endpoints, &shared.business.catalogue);
     for event in decoded.events {
-        // Strict routing on the number: an item for another endpoint's number is recorded
-        // as that endpoint's; one for a number nobody serves is kept and reported, and
-        // never answered from this endpoint.
-        let number = event.business.phone_number_id.as_str();
-        let owner = if number.is_empty() || number == endpoint.config.phone_number_id {
-            Route::Here
-        } else {
-            match shared
-                .endpoints
-                .all()
-                .into_iter()
-                .find(|e| e.config.phone_number_id == number)
-            {
-                Some(other) => Route::Other(other.config.id.clone()),
-                None => Route::Nobody,
+        // The isolation rule (see `tenancy`): whose event this is, or unowned and why.
+        let item = match &event.body {
+            EventBody::Template(_) | EventBody::Number(_) => {
+                Item::Account(event.business.account_id.as_deref())
             }
+            _ => Item::Number(event.business.phone_number_id.as_str()),
         };
-        let (kind, conversation) = match (&owner, &event.body) {
-            (Route::Nobody, _) => {
-                tracing::warn!(endpoint = %endpoint.config.id, phone_number_id = %number, "webhook item for a number no endpoint serves: stored, not answered");
+        let route = router.route(item);
+        let (kind, conversation) = match (&route, &event.body) {
+            (Route::Unowned(reason), _) => {
+                let reason = reason.as_str();
+                match item {
+                    Item::Number(number) => {
+                        tracing::warn!(endpoint = %endpoint.config.id, phone_number_id = %number, %reason, "webhook item this endpoint may not act for: stored as unowned, not answered");
+                    }
+                    Item::Account(account) => {
+                        tracing::warn!(endpoint = %endpoint.config.id, account = account.unwrap_or_default(), %reason, "account item this endpoint may not act for: stored as unowned, not applied");
+                    }
+                }
                 shared
                     .metrics
                     .unowned_events_total
-                    .with_label_values(&[endpoint.config.id.as_str(), number])
+                    .with_label_values(&[endpoint.config.id.as_str(), reason])
                     .inc();
                 (EventKind::Unowned, String::new())
             }
@@ -243,8 +247,8 @@ fn decode_body(shared: &Shared, endpoint: &Endpoint, body: &[u8]) -> DemuxOutcom
             (_, EventBody::Status(_)) => (EventKind::Status, String::new()),
             (_, EventBody::System(s)) => (EventKind::System, user_key(endpoint, &s.user)),
             (_, EventBody::Error(_)) => (EventKind::Error, String::new()),
-            // Account-level (WIT 0.1.1; no number, so always here): applied to the stored
-            // accounts by dispatch.
+            // Account-level (WIT 0.1.1; no number, routed on the account): applied to the
+            // stored accounts by dispatch.
             (_, EventBody::Template(_) | EventBody::Number(_)) => {
                 (EventKind::Account, String::new())
             }
@@ -259,9 +263,9 @@ fn decode_body(shared: &Shared, endpoint: &Endpoint, body: &[u8]) -> DemuxOutcom
             }
         };
         events.push(NewEvent {
-            endpoint: match owner {
+            endpoint: match route {
                 Route::Other(id) => Some(id),
-                Route::Here | Route::Nobody => None,
+                Route::Here | Route::Unowned(_) => None,
             },
             dedupe_key: event.dedupe_key,
             conversation,
@@ -270,13 +274,6 @@ fn decode_body(shared: &Shared, endpoint: &Endpoint, body: &[u8]) -> DemuxOutcom
         });
     }
     DemuxOutcome::Events(events)
-}
-
-/// Which endpoint an event's number belongs to.
-enum Route {
-    Here,
-    Other(String),
-    Nobody,
 }
 
 fn user_key(endpoint: &Endpoint, user: &crate::plugins::types::User) -> String {
