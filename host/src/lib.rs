@@ -23,6 +23,8 @@
 //! - [`admin_cli`]: `plugboard plugin|endpoint|conversation|account|template|campaign …`, an
 //!   HTTP client of a running host's admin API (flags or environment or config → one request
 //!   → a table or JSON; `campaign watch` polls and draws a progress bar).
+//! - [`secretbox`]: secrets at rest: the key from `PLUGBOARD_SECRET_KEY` and the sealing
+//!   (XChaCha20-Poly1305) of the tokens and secrets the store keeps.
 //! - [`chat`]: the `plugboard chat` driver: typed lines → real Meta webhook envelopes →
 //!   the adapter → the conversation runtime → rendered replies shown as the user sees them.
 //!
@@ -37,6 +39,7 @@ pub mod cli;
 pub mod conversation;
 pub mod flow;
 pub mod plugins;
+pub mod secretbox;
 pub mod serve;
 pub mod store;
 pub mod transform;

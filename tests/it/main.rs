@@ -14,4 +14,5 @@ mod cli;
 mod golden;
 mod hooks;
 mod runtime;
+mod secrets_at_rest;
 mod serve;
