@@ -66,7 +66,9 @@ pub enum SealError {
         "a stored secret ({field}) has an unknown format (`enc:` followed by something this version cannot read)"
     )]
     UnknownFormat { field: String },
-    #[error("a secret ({field}) must not start with `{SEALED_PREFIX}`: that prefix marks encrypted values")]
+    #[error(
+        "a secret ({field}) must not start with `{SEALED_PREFIX}`: that prefix marks encrypted values"
+    )]
     Reserved { field: String },
     #[error("encrypting a secret ({field}) failed")]
     Encrypt { field: String },
@@ -334,32 +336,48 @@ mod tests {
             let parsed = SecretKey::parse(&format!(" {text}\n"), KEY_ENV).unwrap();
             assert_eq!(parsed, SecretKey::from_bytes(bytes));
         }
-        for bad in ["", "short", &STANDARD.encode([1u8; 16]), &hex::encode([1u8; 31])] {
+        for bad in [
+            "",
+            "short",
+            &STANDARD.encode([1u8; 16]),
+            &hex::encode([1u8; 31]),
+        ] {
             let e = SecretKey::parse(bad, KEY_ENV).unwrap_err();
             assert!(e.to_string().contains(KEY_ENV), "{e}");
         }
         // The error never shows the text.
         let e = SecretKey::parse("not-a-key-but-secret", KEY_ENV).unwrap_err();
         assert!(!e.to_string().contains("not-a-key-but-secret"));
-        assert_eq!(format!("{:?}", key(1)), format!("SecretKey({})", key(1).id()));
+        assert_eq!(
+            format!("{:?}", key(1)),
+            format!("SecretKey({})", key(1).id())
+        );
     }
 
     #[test]
     fn a_sealed_value_opens_with_its_key_and_column_only() {
         let ring = Keyring::new(Some(key(1)));
         let sealed = ring.seal("wa_accounts.token", "EAAsecret").unwrap();
-        assert!(sealed.starts_with(&format!("enc:v1:{}:", key(1).id())), "{sealed}");
+        assert!(
+            sealed.starts_with(&format!("enc:v1:{}:", key(1).id())),
+            "{sealed}"
+        );
         assert!(!sealed.contains("EAAsecret"));
         // A random nonce per value: sealing twice differs.
         assert_ne!(sealed, ring.seal("wa_accounts.token", "EAAsecret").unwrap());
-        assert_eq!(ring.open("wa_accounts.token", &sealed).unwrap(), "EAAsecret");
+        assert_eq!(
+            ring.open("wa_accounts.token", &sealed).unwrap(),
+            "EAAsecret"
+        );
         // Copied into another column: refused.
         assert!(matches!(
             ring.open("hook_subscriptions.secret", &sealed),
             Err(SealError::Damaged { .. })
         ));
         // No key, another key: clear errors naming the key id.
-        let e = Keyring::default().open("wa_accounts.token", &sealed).unwrap_err();
+        let e = Keyring::default()
+            .open("wa_accounts.token", &sealed)
+            .unwrap_err();
         assert!(matches!(e, SealError::KeyMissing { .. }));
         assert!(e.to_string().contains(key(1).id()) && e.to_string().contains(KEY_ENV));
         let e = Keyring::new(Some(key(2)))
@@ -368,7 +386,10 @@ mod tests {
         assert!(matches!(e, SealError::WrongKey { .. }), "{e}");
         // Rotating: the old key still opens.
         let rotating = Keyring::new(Some(key(2))).also_opening(Some(key(1)));
-        assert_eq!(rotating.open("wa_accounts.token", &sealed).unwrap(), "EAAsecret");
+        assert_eq!(
+            rotating.open("wa_accounts.token", &sealed).unwrap(),
+            "EAAsecret"
+        );
         assert!(rotating.needs_reseal(&sealed));
         assert!(!ring.needs_reseal(&sealed));
         // Tampered: refused, never empty.

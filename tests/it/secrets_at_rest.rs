@@ -23,8 +23,8 @@ use serde_json::json;
 
 use crate::admin::{Admin, wait_sends};
 use crate::serve::{
-    ACCESS_TOKEN, ADMIN_TOKEN, PNID, client, config_toml, start_host, support_flow,
-    temp_dir, webhook_url,
+    ACCESS_TOKEN, ADMIN_TOKEN, PNID, client, config_toml, start_host, support_flow, temp_dir,
+    webhook_url,
 };
 
 const SECOND_PNID: &str = "200000000000077";
@@ -81,7 +81,12 @@ fn config(dir: &Path, mock: &MockGraph, secret_key: Option<[u8; 32]>) -> ServeCo
 }
 
 /// `plugboard secrets <action> --config FILE` as a process, keys in its environment only.
-fn secrets_cli(action: &str, config_file: &Path, current: Option<[u8; 32]>, new: Option<[u8; 32]>) -> (bool, String) {
+fn secrets_cli(
+    action: &str,
+    config_file: &Path,
+    current: Option<[u8; 32]>,
+    new: Option<[u8; 32]>,
+) -> (bool, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_plugboard-node"));
     cmd.args(["secrets", action, "--config"])
         .arg(config_file)
@@ -120,8 +125,13 @@ fn mock_account(mock: &MockGraph) {
 /// `Authorization` it went out with.
 async fn reply_authorization(server: &Server, mock: &MockGraph, from: &str, wamid: &str) -> String {
     let body = webhook::text_message(SECOND_PNID, from, wamid, "hello", webhook::now_ts());
-    let response =
-        webhook::post(&client(), &webhook_url(server, "second"), &body, SECOND_APP_SECRET).await;
+    let response = webhook::post(
+        &client(),
+        &webhook_url(server, "second"),
+        &body,
+        SECOND_APP_SECRET,
+    )
+    .await;
     assert_eq!(response.status(), 200);
     wait_sends(mock, 1, |b| b["to"] == from).await;
     mock.requests()
@@ -139,7 +149,12 @@ async fn a_fresh_data_dir_is_0700_and_the_database_files_0600() {
     assert_eq!(admin.get("/endpoints").await.0, 200);
     let data = dir.join("data");
     assert_eq!(mode(&data), 0o700, "data dir");
-    for name in ["plugboard.db", "plugboard.db-wal", "plugboard.db-shm", "plugboard.lock"] {
+    for name in [
+        "plugboard.db",
+        "plugboard.db-wal",
+        "plugboard.db-shm",
+        "plugboard.lock",
+    ] {
         let path = data.join(name);
         assert!(path.exists(), "{name} missing");
         assert_eq!(mode(&path), 0o600, "{name}");
@@ -189,10 +204,22 @@ async fn stored_tokens_are_encrypted_used_and_rotated() {
     // No secret is in the database files (the config file's `EAAtoken` neither: the
     // seeded spec is sealed too).
     let bytes = db_bytes(&data);
-    for secret in [SECOND_TOKEN, SECOND_APP_SECRET, SECOND_VERIFY, SYSTEM_TOKEN, ACCESS_TOKEN] {
-        assert!(!contains(&bytes, secret), "{secret} is in the database in clear");
+    for secret in [
+        SECOND_TOKEN,
+        SECOND_APP_SECRET,
+        SECOND_VERIFY,
+        SYSTEM_TOKEN,
+        ACCESS_TOKEN,
+    ] {
+        assert!(
+            !contains(&bytes, secret),
+            "{secret} is in the database in clear"
+        );
     }
-    assert!(contains(&bytes, "enc:v1:"), "no sealed value in the database");
+    assert!(
+        contains(&bytes, "enc:v1:"),
+        "no sealed value in the database"
+    );
 
     // Rotating next to a running host is refused.
     let config_file = dir.join("plugboard.toml");
@@ -224,7 +251,10 @@ async fn stored_tokens_are_encrypted_used_and_rotated() {
             "{label}: {e}"
         );
         for secret in [SECOND_TOKEN, SYSTEM_TOKEN, &key_text(new)] {
-            assert!(!e.contains(secret), "{label}: the error shows a secret: {e}");
+            assert!(
+                !e.contains(secret),
+                "{label}: the error shows a secret: {e}"
+            );
         }
     }
     // The old key is refused by the command too.
@@ -254,7 +284,10 @@ async fn stored_tokens_are_encrypted_used_and_rotated() {
     server.shutdown().await.expect("shutdown");
     let bytes = db_bytes(&data);
     for secret in [SECOND_TOKEN, SECOND_APP_SECRET, SYSTEM_TOKEN] {
-        assert!(!contains(&bytes, secret), "{secret} is in the database in clear");
+        assert!(
+            !contains(&bytes, secret),
+            "{secret} is in the database in clear"
+        );
     }
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -266,7 +299,9 @@ async fn clear_secrets_are_read_with_a_key_and_encrypted_by_the_command() {
     let mock = MockGraph::start().await;
     let dir = temp_dir("secrets-clear");
     let data = dir.join("data");
-    let server = Server::start(config(&dir, &mock, None)).await.expect("start");
+    let server = Server::start(config(&dir, &mock, None))
+        .await
+        .expect("start");
     assert!(
         contains(&db_bytes(&data), ACCESS_TOKEN),
         "without a key the token is stored as it is"
@@ -285,7 +320,10 @@ async fn clear_secrets_are_read_with_a_key_and_encrypted_by_the_command() {
         .into_iter()
         .find(|r| r.to() == Some("15550003"))
         .expect("reply");
-    assert_eq!(reply.authorization(), Some(format!("Bearer {ACCESS_TOKEN}").as_str()));
+    assert_eq!(
+        reply.authorization(),
+        Some(format!("Bearer {ACCESS_TOKEN}").as_str())
+    );
     server.shutdown().await.expect("shutdown");
 
     let config_file = dir.join("plugboard.toml");
@@ -296,7 +334,10 @@ async fn clear_secrets_are_read_with_a_key_and_encrypted_by_the_command() {
     .expect("write the config");
     let (ok, text) = secrets_cli("encrypt", &config_file, Some(k), None);
     assert!(ok, "encrypt failed: {text}");
-    assert!(!contains(&db_bytes(&data), ACCESS_TOKEN), "still in clear after encrypt");
+    assert!(
+        !contains(&db_bytes(&data), ACCESS_TOKEN),
+        "still in clear after encrypt"
+    );
     let (ok, text) = secrets_cli("status", &config_file, Some(k), None);
     assert!(ok && text.contains("0 in clear"), "{text}");
     // Without the key now: refused with the reason.

@@ -18,8 +18,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::business::campaigns::{Upload, parse_recipients};
-use crate::business::upload::{self, MAX_RECIPIENTS, Recipients, UploadError};
 use crate::business::templates::Check;
+use crate::business::upload::{self, MAX_RECIPIENTS, Recipients, UploadError};
 use crate::serve::{Shared, now_ms};
 use crate::store::business::{CampaignProgress, CampaignRow, NewCampaign, OptOut};
 

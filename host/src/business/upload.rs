@@ -95,7 +95,9 @@ impl Recipients {
     /// [`Upload`] only when the iterator reaches it.
     pub fn into_rows(self) -> Box<dyn Iterator<Item = (usize, Upload)> + Send> {
         match self {
-            Recipients::Json(rows) => Box::new(rows.into_iter().enumerate().map(|(i, r)| (i + 1, r))),
+            Recipients::Json(rows) => {
+                Box::new(rows.into_iter().enumerate().map(|(i, r)| (i + 1, r)))
+            }
             Recipients::Csv(CsvRows {
                 headers,
                 to,
@@ -231,16 +233,29 @@ mod tests {
         for _ in 0..100_000 {
             bomb.extend_from_slice(b"1,2\n");
         }
-        assert!(matches!(read_csv(&bomb, MAX_RECIPIENTS), Err(UploadError::Invalid(m)) if m.contains("longer than")));
+        assert!(
+            matches!(read_csv(&bomb, MAX_RECIPIENTS), Err(UploadError::Invalid(m)) if m.contains("longer than"))
+        );
         let wide = format!("to,{}\n", vec!["a"; MAX_COLUMNS].join(","));
-        assert!(matches!(read_csv(wide.as_bytes(), 10), Err(UploadError::Invalid(m)) if m.contains("columns")));
+        assert!(
+            matches!(read_csv(wide.as_bytes(), 10), Err(UploadError::Invalid(m)) if m.contains("columns"))
+        );
         // The row cap stops reading at the first row past it.
         let many = format!("to\n{}", "1\n".repeat(11));
         assert_eq!(
             read_csv(many.as_bytes(), 10).unwrap_err(),
             UploadError::TooLarge(too_many(10))
         );
-        assert_eq!(read_csv(format!("to\n{}", "1\n".repeat(10)).as_bytes(), 10).unwrap().records.len(), 10);
-        assert!(matches!(check_size(MAX_UPLOAD_BYTES + 1), Err(UploadError::TooLarge(_))));
+        assert_eq!(
+            read_csv(format!("to\n{}", "1\n".repeat(10)).as_bytes(), 10)
+                .unwrap()
+                .records
+                .len(),
+            10
+        );
+        assert!(matches!(
+            check_size(MAX_UPLOAD_BYTES + 1),
+            Err(UploadError::TooLarge(_))
+        ));
     }
 }

@@ -79,12 +79,12 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
 use super::admin::Notice;
-use crate::secretbox::Keyring;
 use super::{
     DeadLetter, DeadSend, DemuxOutcome, Demuxed, EventKind, EventRow, InboxRow, NewEvent,
     OutboxRow, OutboxState, QueueDepths, StatusApplied, StepCommit, Store, StoreError, StoreFuture,
     TimerRow,
 };
+use crate::secretbox::Keyring;
 
 /// Schema versions, applied in order; the version lives in SQLite's `user_version`.
 const MIGRATIONS: &[M<'static>] = &[
@@ -2459,7 +2459,11 @@ mod tests {
         assert!(store.insert_endpoint("ep", "{}".into()).await.unwrap());
         assert_eq!(store.full_commits(), before + 1);
         store.append_inbox("ep", b"{}".to_vec(), 1).await.unwrap();
-        assert_eq!(store.full_commits(), before + 1, "a webhook write under `normal`");
+        assert_eq!(
+            store.full_commits(),
+            before + 1,
+            "a webhook write under `normal`"
+        );
         // Under `full` the webhook's write is FULL too, the pipeline's not.
         drop(store);
         let store = SqliteStore::open(SqliteOptions::new(dir.0.join("plugboard.db"))).unwrap();
@@ -2492,7 +2496,12 @@ mod tests {
         let spec = r#"{"id":"ep","flow":"/f.json","phone_number_id":"1","verify_token":"vt-secret","access_token":"tok-secret","app_secret":"env:APP_SECRET"}"#;
         assert!(store.insert_endpoint("ep", spec.into()).await.unwrap());
         store
-            .add_subscription("ep", "https://h.test/".into(), "hook-secret-0123456789".into(), vec![])
+            .add_subscription(
+                "ep",
+                "https://h.test/".into(),
+                "hook-secret-0123456789".into(),
+                vec![],
+            )
             .await
             .unwrap();
         store
@@ -2518,34 +2527,48 @@ mod tests {
         assert_eq!(read["access_token"], "tok-secret");
         assert_eq!(read["verify_token"], "vt-secret");
         assert_eq!(read["app_secret"], "env:APP_SECRET");
-        assert_eq!(store.subscriptions("ep").unwrap()[0].secret, "hook-secret-0123456789");
+        assert_eq!(
+            store.subscriptions("ep").unwrap()[0].secret,
+            "hook-secret-0123456789"
+        );
         assert_eq!(store.accounts().unwrap()[0].token, "system-secret");
         let due = store.due_deliveries(u64::MAX, 0, 10).await.unwrap();
         assert!(due.is_empty());
         // Sealed in the columns.
         let raw = |sql: &str| -> String {
-            store.read(|conn| query_one(conn, sql, [], |r| r.get(0)).ctx("raw")).unwrap()
+            store
+                .read(|conn| query_one(conn, sql, [], |r| r.get(0)).ctx("raw"))
+                .unwrap()
         };
         let raw_spec = raw("SELECT spec FROM endpoints");
         assert!(!raw_spec.contains("tok-secret") && !raw_spec.contains("vt-secret"));
-        assert!(raw_spec.contains("env:APP_SECRET"), "references stay references");
+        assert!(
+            raw_spec.contains("env:APP_SECRET"),
+            "references stay references"
+        );
         assert!(raw("SELECT secret FROM hook_subscriptions").starts_with("enc:v1:"));
         assert!(raw("SELECT token FROM wa_accounts").starts_with("enc:v1:"));
         assert_eq!(store.secrets_report().sealed, 0, "counted at open");
         drop(store);
 
         // No key, a wrong key: refused at open, with the reason.
-        let e = SqliteStore::open(options(Keyring::default())).err().unwrap();
-        assert!(e.0.contains("PLUGBOARD_SECRET_KEY") && e.0.contains(old.id()), "{e}");
+        let e = SqliteStore::open(options(Keyring::default()))
+            .err()
+            .unwrap();
+        assert!(
+            e.0.contains("PLUGBOARD_SECRET_KEY") && e.0.contains(old.id()),
+            "{e}"
+        );
         let e = SqliteStore::open(options(Keyring::new(Some(new.clone()))))
             .err()
             .unwrap();
         assert!(e.0.contains(old.id()), "{e}");
 
         // Rotate: everything re-sealed with the new key in one go.
-        let store =
-            SqliteStore::open(options(Keyring::new(Some(new.clone())).also_opening(Some(old))))
-                .unwrap();
+        let store = SqliteStore::open(options(
+            Keyring::new(Some(new.clone())).also_opening(Some(old)),
+        ))
+        .unwrap();
         assert_eq!(store.secrets_report().sealed, 4);
         assert_eq!(store.secrets_report().references, 1);
         let report = store.reseal_secrets().await.unwrap();
@@ -2555,12 +2578,14 @@ mod tests {
         assert_eq!(store.accounts().unwrap()[0].token, "system-secret");
         // Back to clear.
         drop(store);
-        let store =
-            SqliteStore::open(options(Keyring::new(None).also_opening(Some(new)))).unwrap();
+        let store = SqliteStore::open(options(Keyring::new(None).also_opening(Some(new)))).unwrap();
         let report = store.reseal_secrets().await.unwrap();
         assert_eq!((report.sealed, report.clear), (0, 4));
         drop(store);
         let store = SqliteStore::open(options(Keyring::default())).unwrap();
-        assert_eq!(store.subscriptions("ep").unwrap()[0].secret, "hook-secret-0123456789");
+        assert_eq!(
+            store.subscriptions("ep").unwrap()[0].secret,
+            "hook-secret-0123456789"
+        );
     }
 }

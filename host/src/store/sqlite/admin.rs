@@ -371,7 +371,9 @@ impl AdminStore for SqliteStore {
             .and_then(|mut stmt| stmt.query_map([], endpoint_row)?.collect())
             .ctx("listing endpoints")
         })?;
-        rows.into_iter().map(|row| self.open_endpoint(row)).collect()
+        rows.into_iter()
+            .map(|row| self.open_endpoint(row))
+            .collect()
     }
 
     fn endpoint_row(&self, id: &str) -> Result<Option<StoredEndpoint>, StoreError> {
@@ -548,29 +550,30 @@ impl AdminStore for SqliteStore {
     ) -> StoreFuture<'_, Vec<Delivery>> {
         let keys = self.keys.clone();
         self.submit(move |tx| {
-            let due: Vec<Delivery> = tx.prepare_cached(
-                "SELECT d.id, s.endpoint, s.url, s.secret, d.event, d.payload, d.attempts,
+            let due: Vec<Delivery> = tx
+                .prepare_cached(
+                    "SELECT d.id, s.endpoint, s.url, s.secret, d.event, d.payload, d.attempts,
                         d.created_ms
                  FROM hook_deliveries d JOIN hook_subscriptions s ON s.id = d.subscription
                  WHERE d.state = 'pending' AND d.next_attempt_ms <= ?1 AND d.id > ?3
                  ORDER BY d.id LIMIT ?2",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_map(params![db_int(now_ms), db_limit(limit), after_id], |row| {
-                    Ok(Delivery {
-                        id: row.get(0)?,
-                        endpoint: row.get(1)?,
-                        url: row.get(2)?,
-                        secret: row.get(3)?,
-                        event: row.get(4)?,
-                        data: row.get(5)?,
-                        attempts: u32::try_from(row.get::<_, i64>(6)?).unwrap_or(0),
-                        created_ms: from_db(row.get(7)?),
-                    })
-                })?
-                .collect()
-            })
-            .ctx("reading due webhook deliveries")?;
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![db_int(now_ms), db_limit(limit), after_id], |row| {
+                        Ok(Delivery {
+                            id: row.get(0)?,
+                            endpoint: row.get(1)?,
+                            url: row.get(2)?,
+                            secret: row.get(3)?,
+                            event: row.get(4)?,
+                            data: row.get(5)?,
+                            attempts: u32::try_from(row.get::<_, i64>(6)?).unwrap_or(0),
+                            created_ms: from_db(row.get(7)?),
+                        })
+                    })?
+                    .collect()
+                })
+                .ctx("reading due webhook deliveries")?;
             let columns = Columns(&keys);
             due.into_iter()
                 .map(|mut d| {
