@@ -91,7 +91,8 @@ enum Command {
     },
     /// Serve Meta's webhooks: the endpoints of a TOML config file (`--config`, else
     /// `$PLUGBOARD_CONFIG`, else `./plugboard.toml`), or a demo endpoint running the example
-    /// flow when there is none.
+    /// flow when there is none. With `PLUGBOARD_SECRET_KEY` set (32 bytes, base64 or hex),
+    /// the tokens and secrets the store keeps are encrypted.
     Serve {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
