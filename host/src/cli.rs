@@ -14,6 +14,10 @@
 //! `--hooks PATH…` adds transformer hooks, `--delay-ms N` a message delay, `--plugin PATH` another
 //! adapter. It reads stdin; [`run_with_input`] takes any reader instead.
 //!
+//! `plugboard secrets status|encrypt|rotate|decrypt` rewrites the secrets the store keeps
+//! (keys from `PLUGBOARD_SECRET_KEY` / `PLUGBOARD_SECRET_KEY_NEW`, never the command line;
+//! see [`crate::serve::cli::secrets`]).
+//!
 //! `plugboard plugin|endpoint|conversation|account|template|campaign …` manage a running host
 //! through its admin API (see [`crate::admin_cli`], a pure HTTP client): install, list,
 //! inspect and remove plugins; create, list, show, change (`set KEY=VALUE…`), enable,
@@ -87,7 +91,8 @@ enum Command {
     },
     /// Serve Meta's webhooks: the endpoints of a TOML config file (`--config`, else
     /// `$PLUGBOARD_CONFIG`, else `./plugboard.toml`), or a demo endpoint running the example
-    /// flow when there is none.
+    /// flow when there is none. With `PLUGBOARD_SECRET_KEY` set (32 bytes, base64 or hex),
+    /// the tokens and secrets the store keeps are encrypted.
     Serve {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
@@ -106,6 +111,13 @@ enum Command {
         /// Replay every dead-lettered webhook.
         #[arg(long)]
         all: bool,
+    },
+    /// Encrypt, re-encrypt (rotate) or decrypt the secrets the store keeps, with keys from
+    /// the environment (`PLUGBOARD_SECRET_KEY`, and `PLUGBOARD_SECRET_KEY_NEW` to rotate).
+    /// Stop the host first: the command refuses while one serves from the data directory.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
     },
     /// Install, list, inspect and remove the plugins of a running host (admin API).
     #[command(after_help = admin_cli::EXIT_CODES)]
@@ -192,6 +204,48 @@ enum AdapterCommand {
         file: PathBuf,
         #[command(flatten)]
         plugin: PluginArg,
+    },
+}
+
+/// Where the store is and which environment variables hold the keys.
+#[derive(clap::Args, Debug)]
+struct SecretsArgs {
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The data directory, instead of the one in the config.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// The environment variable holding the key the secrets are encrypted with now.
+    #[arg(long, value_name = "NAME", default_value = crate::secretbox::KEY_ENV)]
+    key_env: String,
+    /// The environment variable holding the new key (`rotate`).
+    #[arg(long, value_name = "NAME", default_value = crate::secretbox::NEW_KEY_ENV)]
+    new_key_env: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum SecretsCommand {
+    /// Count the stored secrets (encrypted, in clear, env references); checks that the key
+    /// opens every encrypted one.
+    Status {
+        #[command(flatten)]
+        args: SecretsArgs,
+    },
+    /// Encrypt the secrets still in clear with the key in `PLUGBOARD_SECRET_KEY`.
+    Encrypt {
+        #[command(flatten)]
+        args: SecretsArgs,
+    },
+    /// Re-encrypt every secret with the key in `PLUGBOARD_SECRET_KEY_NEW` (those encrypted
+    /// now open with `PLUGBOARD_SECRET_KEY`), in one transaction.
+    Rotate {
+        #[command(flatten)]
+        args: SecretsArgs,
+    },
+    /// Write every secret in clear again (they open with `PLUGBOARD_SECRET_KEY`).
+    Decrypt {
+        #[command(flatten)]
+        args: SecretsArgs,
     },
 }
 
@@ -298,6 +352,24 @@ where
             id,
             all,
         } => crate::serve::cli::replay(config, data_dir, id, all, out).map_err(Failure),
+        Command::Secrets { command } => {
+            use crate::serve::cli::SecretsAction;
+            let (action, args) = match command {
+                SecretsCommand::Status { args } => (SecretsAction::Status, args),
+                SecretsCommand::Encrypt { args } => (SecretsAction::Encrypt, args),
+                SecretsCommand::Rotate { args } => (SecretsAction::Rotate, args),
+                SecretsCommand::Decrypt { args } => (SecretsAction::Decrypt, args),
+            };
+            crate::serve::cli::secrets(
+                action,
+                args.config,
+                args.data_dir,
+                &args.key_env,
+                &args.new_key_env,
+                out,
+            )
+            .map_err(Failure)
+        }
         // The admin commands have exit codes of their own.
         Command::Plugin {
             connection,

@@ -25,6 +25,8 @@
 //!   → a table or JSON; `campaign watch` polls and draws a progress bar).
 //! - [`egress`]: where URLs from configuration, admin input or flows may point (internal
 //!   addresses refused unless `[egress] allow`s them, no redirects, capped bodies).
+//! - [`secretbox`]: secrets at rest: the key from `PLUGBOARD_SECRET_KEY` and the sealing
+//!   (XChaCha20-Poly1305) of the tokens and secrets the store keeps.
 //! - [`chat`]: the `plugboard chat` driver: typed lines → real Meta webhook envelopes →
 //!   the adapter → the conversation runtime → rendered replies shown as the user sees them.
 //!
@@ -40,6 +42,7 @@ pub mod conversation;
 pub mod egress;
 pub mod flow;
 pub mod plugins;
+pub mod secretbox;
 pub mod serve;
 pub mod store;
 pub mod transform;

@@ -17,4 +17,5 @@ mod hooks;
 mod isolation;
 mod plugin_limits;
 mod runtime;
+mod secrets_at_rest;
 mod serve;

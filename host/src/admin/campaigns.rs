@@ -17,16 +17,14 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::business::campaigns::{Upload, parse_recipients, read_csv};
+use crate::business::campaigns::{Upload, parse_recipients};
 use crate::business::templates::Check;
+use crate::business::upload::{self, MAX_RECIPIENTS, Recipients, UploadError};
 use crate::serve::{Shared, now_ms};
 use crate::store::business::{CampaignProgress, CampaignRow, NewCampaign, OptOut};
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::{blocking, known_endpoint};
-
-/// Most recipients one campaign takes.
-const MAX_RECIPIENTS: usize = 1_000_000;
 
 pub fn routes() -> OpenApiRouter<Arc<Shared>> {
     OpenApiRouter::new()
@@ -63,6 +61,7 @@ pub struct CampaignBody {
     pub start_at: Option<String>,
     /// `{"to": "+15550100", "values": {"1": "Ada", "header": "https://…", "button.0": "…"}}`
     #[schema(value_type = Vec<Object>)]
+    #[serde(deserialize_with = "upload::capped_recipients")]
     pub recipients: Vec<Upload>,
 }
 
@@ -163,6 +162,14 @@ async fn campaign(shared: &Arc<Shared>, endpoint: &str, id: i64) -> ApiResult<Ca
     }
 }
 
+/// An upload over a limit is 413, an unreadable one 400.
+fn upload_error(e: UploadError) -> ApiError {
+    match e {
+        UploadError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", m),
+        UploadError::Invalid(m) => ApiError::invalid_field(m),
+    }
+}
+
 fn start_ms(start_at: Option<&str>) -> ApiResult<u64> {
     let Some(text) = start_at else {
         return Ok(now_ms());
@@ -195,6 +202,9 @@ async fn create(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/csv"));
+    // The size before anything is parsed; the parse itself off the async threads, the
+    // row count checked while reading (see `crate::business::upload`).
+    upload::check_size(body.len()).map_err(upload_error)?;
     let (fields, rows) = if csv {
         let q = &query.0;
         let field = |k: &str| {
@@ -208,17 +218,21 @@ async fn create(
             language: field("language")?,
             start_at: q.get("start_at").cloned(),
         };
-        let rows = read_csv(&body).map_err(ApiError::invalid_field)?;
-        (fields, rows)
+        let rows = tokio::task::spawn_blocking(move || upload::read_csv(&body, MAX_RECIPIENTS))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(upload_error)?;
+        (fields, Recipients::Csv(rows))
     } else {
-        let parsed: CampaignBody = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.to_string()))?;
-        let rows = parsed
-            .recipients
-            .into_iter()
-            .enumerate()
-            .map(|(i, r)| (i + 1, r))
-            .collect();
+        let parsed: CampaignBody = tokio::task::spawn_blocking(move || {
+            serde_json::from_slice(&body).map_err(|e| upload::json_error(&e))
+        })
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| match e {
+            UploadError::Invalid(m) => ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", m),
+            e => upload_error(e),
+        })?;
         (
             CampaignFields {
                 name: parsed.name,
@@ -226,17 +240,11 @@ async fn create(
                 language: parsed.language,
                 start_at: parsed.start_at,
             },
-            rows,
+            Recipients::Json(parsed.recipients),
         )
     };
     if fields.name.trim().is_empty() {
         return Err(ApiError::invalid_field("name must not be empty"));
-    }
-    let rows: Vec<(usize, Upload)> = rows;
-    if rows.len() > MAX_RECIPIENTS {
-        return Err(ApiError::invalid_field(format!(
-            "at most {MAX_RECIPIENTS} recipients per campaign"
-        )));
     }
     let start = start_ms(fields.start_at.as_deref())?;
     let endpoint = shared.endpoints.get(&id).ok_or_else(|| {

@@ -1,6 +1,7 @@
 //! Campaigns: a template sent to many recipients, paced and limited, exactly once each.
 //!
-//! - **Upload** ([`parse_recipients`]): CSV (a `to` column plus one column per value:
+//! - **Upload** ([`super::upload`] reads it within bounds, [`parse_recipients`] checks
+//!   it): CSV (a `to` column plus one column per value:
 //!   `1`, `body.2`, `first_name`, `header`, `button.1`) or JSON
 //!   (`[{"to": "…", "values": {…}}]`). Numbers are normalised to digits; a number given
 //!   twice is sent once. Each recipient's values are built into the template send and
@@ -21,6 +22,7 @@
 //! The runner takes the time as an argument, so tests drive it with a controlled clock.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
@@ -28,6 +30,7 @@ use crate::store::business::{Claim, Claimed, NewRecipient};
 use crate::store::{OutboxRow, Store, StoreError};
 
 use super::templates::TemplateSpec;
+use super::upload::Recipients;
 
 /// Most recipients claimed by one store call.
 const CLAIM_BATCH: usize = 1_000;
@@ -39,8 +42,9 @@ const LIMITED_RETRY_MS: u64 = 60_000;
 #[serde(deny_unknown_fields)]
 pub struct Upload {
     pub to: String,
+    /// Value by column; the keys of a CSV upload's rows are its header's, shared.
     #[serde(default)]
-    pub values: BTreeMap<String, String>,
+    pub values: BTreeMap<Arc<str>, String>,
 }
 
 /// What an upload holds, ready to store.
@@ -65,45 +69,9 @@ pub fn normalise_number(raw: &str) -> Result<String, String> {
     Ok(digits)
 }
 
-/// Reads a CSV upload: a header row with a `to` column, then one row per recipient.
-pub fn read_csv(bytes: &[u8]) -> Result<Vec<(usize, Upload)>, String> {
-    let mut reader = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .flexible(false)
-        .from_reader(bytes);
-    let headers = reader
-        .headers()
-        .map_err(|e| format!("CSV header: {e}"))?
-        .clone();
-    let to = headers
-        .iter()
-        .position(|h| h.eq_ignore_ascii_case("to"))
-        .ok_or_else(|| "the CSV header has no `to` column".to_string())?;
-    let mut rows = Vec::new();
-    for (i, record) in reader.records().enumerate() {
-        // Line 1 is the header.
-        let line = i + 2;
-        let record = record.map_err(|e| format!("line {line}: {e}"))?;
-        let mut values = BTreeMap::new();
-        for (j, field) in record.iter().enumerate() {
-            if j != to {
-                let key = headers.get(j).unwrap_or_default().to_string();
-                values.insert(key, field.to_string());
-            }
-        }
-        rows.push((
-            line,
-            Upload {
-                to: record.get(to).unwrap_or_default().to_string(),
-                values,
-            },
-        ));
-    }
-    Ok(rows)
-}
-
 /// Builds every recipient's send from the template; the first bad row refuses the upload.
-pub fn parse_recipients(spec: &TemplateSpec, rows: Vec<(usize, Upload)>) -> Result<Parsed, String> {
+/// Rows are expanded one at a time (see [`super::upload`]).
+pub fn parse_recipients(spec: &TemplateSpec, rows: Recipients) -> Result<Parsed, String> {
     if rows.is_empty() {
         return Err("the campaign has no recipients".into());
     }
@@ -112,7 +80,7 @@ pub fn parse_recipients(spec: &TemplateSpec, rows: Vec<(usize, Upload)>) -> Resu
         recipients: Vec::with_capacity(rows.len()),
         duplicates: 0,
     };
-    for (line, upload) in rows {
+    for (line, upload) in rows.into_rows() {
         let at = |e: String| format!("recipient {line}: {e}");
         let number = normalise_number(&upload.to).map_err(at)?;
         let output = spec.build(&upload.values).map_err(at)?;
@@ -314,16 +282,6 @@ mod tests {
     }
 
     #[test]
-    fn csv_rows_keep_their_line_numbers() {
-        let rows = read_csv(b"to,1,button.0\n+15550100,Ada,x\n15550101,Bob,y\n").unwrap();
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[1].0, 3);
-        assert_eq!(rows[0].1.values["1"], "Ada");
-        assert!(read_csv(b"phone,1\n1,2\n").unwrap_err().contains("`to`"));
-        assert!(read_csv(b"to,1\n1,2,3\n").unwrap_err().contains("line 2"));
-    }
-
-    #[test]
     fn the_pacer_allows_its_rate_and_one_second_of_burst() {
         let mut p = Pacer::new(0);
         assert_eq!(p.allowance(0, 64.0), 0);
@@ -387,18 +345,13 @@ mod campaign_run {
             crate::serve::now_ms()
         ));
         let store = SqliteStore::open_in(&dir).expect("store");
-        let rows: Vec<(usize, Upload)> = (0..n)
-            .map(|i| {
-                (
-                    i + 1,
-                    Upload {
-                        to: format!("+1555{i:07}"),
-                        values: [("1".to_string(), format!("User {i}"))].into(),
-                    },
-                )
+        let rows: Vec<Upload> = (0..n)
+            .map(|i| Upload {
+                to: format!("+1555{i:07}"),
+                values: [(Arc::from("1"), format!("User {i}"))].into(),
             })
             .collect();
-        let parsed = parse_recipients(&spec(), rows).expect("valid upload");
+        let parsed = parse_recipients(&spec(), Recipients::Json(rows)).expect("valid upload");
         let id = store
             .create_campaign(
                 NewCampaign {

@@ -5,6 +5,8 @@
 //!   webhook subscriptions, templates), paged, with Meta's error codes kept.
 //! - [`templates`]: the in-memory template catalogue and the rules a template send meets
 //!   before it goes out (flows, agents and campaigns alike; the sender checks once more).
+//! - [`upload`]: a campaign's recipient upload (CSV or JSON) read within size, column and
+//!   row limits, off the async threads.
 //! - [`campaigns`]: recipient uploads and the runner that claims recipients at the
 //!   number's pace within the portfolio's messaging limit.
 //! - [`BusinessState`]: what the serving host keeps in memory for these (the catalogue,
@@ -17,6 +19,7 @@
 pub mod campaigns;
 pub mod graph;
 pub mod templates;
+pub mod upload;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};

@@ -243,11 +243,17 @@ impl TemplateSpec {
     /// A send of this template from one recipient's values: `body.<n|name>` (or a bare
     /// `<n|name>`), `header`, `button.<index>`. Unknown columns are refused, so a typo does
     /// not silently send a template with a missing value.
-    pub fn build(&self, values: &BTreeMap<String, String>) -> Result<TemplateOutput, String> {
+    ///
+    /// The keys may be shared (`Arc<str>`: a CSV upload's header names) or owned.
+    pub fn build<K: AsRef<str> + Ord>(
+        &self,
+        values: &BTreeMap<K, String>,
+    ) -> Result<TemplateOutput, String> {
         let mut header = Vec::new();
         let mut named: BTreeMap<String, String> = BTreeMap::new();
         let mut buttons = Vec::new();
         for (key, value) in values {
+            let key: &str = key.as_ref();
             if key == "header" {
                 let value = match &self.header {
                     HeaderSpec::Media(kind) => TemplateValue::Media(MediaOutput {

@@ -517,6 +517,10 @@ pub struct ServeConfig {
     /// The `[[endpoints]]` tables as written (paths made absolute, secrets unresolved):
     /// what seeds the store's endpoint table (see `serve::registry`).
     pub endpoint_specs: Vec<EndpointSpec>,
+    /// The key the store's secrets are sealed with ([`crate::secretbox`]). Never in the
+    /// file: `plugboard serve` reads it from `PLUGBOARD_SECRET_KEY`; `None` stores them in
+    /// clear (and refuses to start on a store holding encrypted ones).
+    pub secret_key: Option<crate::secretbox::SecretKey>,
 }
 
 /// Why a config could not be loaded. Messages name the file and the field, never a secret
@@ -602,6 +606,7 @@ impl ServeConfig {
                 .map(Secret),
             endpoints,
             endpoint_specs: vec![spec],
+            secret_key: None,
         }
     }
 
@@ -880,6 +885,7 @@ impl RawConfig {
             admin_token,
             endpoints,
             endpoint_specs,
+            secret_key: None,
         })
     }
 }

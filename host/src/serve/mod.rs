@@ -64,6 +64,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::plugins::PluginRuntime;
+use crate::store::sqlite::private;
 use crate::store::{InboxRow, QueueDepths, SqliteOptions, SqliteStore, Store};
 
 use config::{Secret, ServeConfig};
@@ -220,6 +221,8 @@ pub struct Server {
     /// `None` once shut down (a runtime must not be dropped inside an async context, so it
     /// is shut down in the background, also when a `Server` is dropped without shutdown).
     pipeline: Option<tokio::runtime::Runtime>,
+    /// The data directory's shared lock, released when the server goes.
+    _data_lock: private::DataDirLock,
 }
 
 impl Drop for Server {
@@ -254,12 +257,16 @@ impl Server {
     /// Opens the store, loads every endpoint, resumes pending work, binds and serves.
     pub async fn start(config: ServeConfig) -> anyhow::Result<Server> {
         logging::set_mask_pii(config.mask_pii);
-        std::fs::create_dir_all(&config.data_dir)
+        // 0700: the store holds tokens and secrets (the database files are 0600).
+        private::private_dir(&config.data_dir)
             .with_context(|| format!("cannot create data_dir {}", config.data_dir.display()))?;
+        // Held while serving: `plugboard secrets …` refuses to rewrite the store meanwhile.
+        let data_lock = private::DataDirLock::shared(&config.data_dir)?;
         let options = SqliteOptions {
             path: config.data_dir.join("plugboard.db"),
             synchronous: config.store.synchronous,
             batch_max: config.store.batch_max,
+            keys: crate::secretbox::Keyring::new(config.secret_key.clone()),
         };
         let store: Arc<dyn Store> = Arc::new(
             tokio::task::spawn_blocking(move || SqliteStore::open(options))
@@ -411,6 +418,7 @@ impl Server {
             hooks,
             campaigns,
             pipeline: guard.0.take(),
+            _data_lock: data_lock,
         })
     }
 

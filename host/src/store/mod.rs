@@ -31,7 +31,7 @@ use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
-pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
+pub use sqlite::{SecretsReport, SqliteOptions, SqliteStore, Synchronous};
 
 /// A boxed future, so [`Store`] can be used as `dyn Store`.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;

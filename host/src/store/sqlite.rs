@@ -43,19 +43,34 @@
 //! progress, which is then redone from the durable inbox and events (a reply may go out
 //! twice); an acknowledged webhook is never lost.
 //!
+//! **Admin writes are always fsync'd.** A change made through the admin API (endpoints,
+//! plugins, accounts, templates, campaigns, event webhooks, opt-ins) is a [`Durability::Admin`]
+//! job: its batch commits with `synchronous=FULL` even under `[store] synchronous =
+//! "normal"`, so an admin answer means the change survives a power cut. These writes are
+//! rare; the pipeline keeps its cheaper commits.
+//!
+//! **Secrets at rest.** The database and its `-wal`/`-shm` files are created `0600` in a
+//! `0700` directory ([`private`]). With a key ([`SqliteOptions::keys`]), the secret columns
+//! are sealed on write and opened on read ([`seal`]); opening a store checks that every
+//! sealed value opens with the keys given.
+//!
 //! A job is handed to the writer when the method is called, not when its future is first
 //! polled: dropping the future does not cancel the write, it only drops the answer.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
-use std::sync::{Mutex, TryLockError};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod admin;
 mod business;
+pub mod private;
+mod seal;
+
+pub use seal::SecretsReport;
 
 use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -69,6 +84,7 @@ use super::{
     OutboxRow, OutboxState, QueueDepths, StatusApplied, StepCommit, Store, StoreError, StoreFuture,
     TimerRow,
 };
+use crate::secretbox::Keyring;
 
 /// Schema versions, applied in order; the version lives in SQLite's `user_version`.
 const MIGRATIONS: &[M<'static>] = &[
@@ -90,6 +106,18 @@ const READERS: usize = 2;
 /// Prepared statements kept per connection. Above the number of distinct statements this
 /// file runs, so none is ever parsed twice (rusqlite's default is 16).
 const STATEMENT_CACHE: usize = 128;
+
+/// When a job's commit must be synced to disk before its caller is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// Pipeline progress: `synchronous=NORMAL` (synced by the next FULL commit or the idle
+    /// checkpoint).
+    Batched,
+    /// A webhook's inbox row: `FULL` when the store is configured `full`.
+    Edge,
+    /// An admin change: `FULL` whatever the store is configured with.
+    Admin,
+}
 
 /// How hard SQLite syncs the WAL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -115,11 +143,13 @@ impl Synchronous {
 /// Where the database lives and how it commits.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SqliteOptions {
-    /// The database file; parent directories are created.
+    /// The database file (created `0600`); missing parent directories are created `0700`.
     pub path: PathBuf,
     pub synchronous: Synchronous,
     /// Most jobs committed in one transaction (at least 1).
     pub batch_max: usize,
+    /// The keys stored secrets are sealed and opened with (default: none, clear).
+    pub keys: Keyring,
 }
 
 impl SqliteOptions {
@@ -140,6 +170,7 @@ impl Default for SqliteOptions {
             path: PathBuf::new(),
             synchronous: Synchronous::default(),
             batch_max: 256,
+            keys: Keyring::default(),
         }
     }
 }
@@ -152,6 +183,12 @@ pub struct SqliteStore {
     writer: Option<JoinHandle<()>>,
     readers: Vec<Mutex<Connection>>,
     next_reader: AtomicUsize,
+    /// Seals the secret columns on write, opens them on read.
+    keys: Arc<Keyring>,
+    /// How the secrets were stored when the store opened.
+    secrets: SecretsReport,
+    /// Batches committed with `synchronous=FULL` (what the durability rules did).
+    full_commits: Arc<AtomicU64>,
 }
 
 impl SqliteStore {
@@ -165,9 +202,10 @@ impl SqliteStore {
             return Err(StoreError("no database path given".into()));
         }
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| StoreError(format!("creating directory {}: {e}", parent.display())))?;
+            private::create_private_dir(parent)?;
         }
+        // Created 0600 before SQLite opens it: SQLite gives -wal and -shm the same mode.
+        private::private_db(&path)?;
         let mut conn = Connection::open(&path)
             .map_err(|e| StoreError(format!("opening {}: {e}", path.display())))?;
         conn.busy_timeout(BUSY_TIMEOUT)
@@ -187,6 +225,17 @@ impl SqliteStore {
         Migrations::from_slice(MIGRATIONS)
             .to_latest(&mut conn)
             .map_err(|e| StoreError(format!("migrating {}: {e}", path.display())))?;
+        // -wal and -shm exist now; a database of an older version may have had them 0644.
+        private::private_db(&path)?;
+        let keys = options.keys;
+        let secrets = seal::check(&conn, &keys)
+            .map_err(|e| StoreError(format!("{}: {}", path.display(), e.0)))?;
+        if keys.current_id().is_some() && secrets.clear > 0 {
+            tracing::info!(
+                clear = secrets.clear,
+                "stored secrets in clear: each is encrypted at its next change, or all at once by `plugboard secrets encrypt`"
+            );
+        }
 
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {
@@ -206,17 +255,55 @@ impl SqliteStore {
         let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
         let batch_max = options.batch_max.max(1);
         let synchronous = options.synchronous;
-        let writer = std::thread::Builder::new()
-            .name("plugboard-store".into())
-            .spawn(move || writer_loop(conn, queue, batch_max, synchronous))
-            .map_err(|e| StoreError(format!("starting the writer thread: {e}")))?;
+        let full_commits = Arc::new(AtomicU64::new(0));
+        let writer = {
+            let full_commits = full_commits.clone();
+            std::thread::Builder::new()
+                .name("plugboard-store".into())
+                .spawn(move || writer_loop(conn, queue, batch_max, synchronous, &full_commits))
+                .map_err(|e| StoreError(format!("starting the writer thread: {e}")))?
+        };
         tracing::debug!(path = %path.display(), "store opened");
         Ok(SqliteStore {
             jobs: Some(jobs),
             writer: Some(writer),
             readers,
             next_reader: AtomicUsize::new(0),
+            keys: Arc::new(keys),
+            secrets,
+            full_commits,
         })
+    }
+
+    /// How the stored secrets were kept when the store opened (clear, sealed, references).
+    pub fn secrets_report(&self) -> &SecretsReport {
+        &self.secrets
+    }
+
+    /// Batches committed with `synchronous=FULL` since the store opened.
+    pub fn full_commits(&self) -> u64 {
+        self.full_commits.load(Ordering::SeqCst)
+    }
+
+    /// Rewrites every stored secret with the keyring's current key (none: in clear), in
+    /// one durable transaction; values sealed with an older key of the keyring are opened
+    /// first. `plugboard secrets rotate|encrypt|decrypt`.
+    pub async fn reseal_secrets(&self) -> Result<SecretsReport, StoreError> {
+        let keys = self.keys.clone();
+        self.submit_admin(move |tx| seal::reseal(tx, &keys)).await
+    }
+
+    /// Rewrites the closed database at `path` without free pages and empties its WAL, so
+    /// values replaced earlier (secrets before a reseal) are gone from the files as well.
+    /// No other connection may be open (the caller holds the data directory's lock).
+    pub fn scrub(path: &Path) -> Result<(), StoreError> {
+        let conn = Connection::open(path)
+            .map_err(|e| StoreError(format!("opening {}: {e}", path.display())))?;
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .ctx("setting busy_timeout")?;
+        conn.execute_batch("VACUUM").ctx("vacuuming")?;
+        exec_pragma(&conn, "PRAGMA wal_checkpoint(TRUNCATE)").ctx("checkpointing")?;
+        Ok(())
     }
 
     /// Opens `dir/plugboard.db` with the default options.
@@ -230,19 +317,30 @@ impl SqliteStore {
         R: Send + 'static,
         F: Fn(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
-        self.submit_job(false, f)
+        self.submit_job(Durability::Batched, f)
     }
 
-    /// Like [`SqliteStore::submit`], for a write that must be fsync'd before its answer.
+    /// Like [`SqliteStore::submit`], for a webhook's write that must be fsync'd before its
+    /// answer when the store is configured `synchronous = "full"`.
     fn submit_durable<R, F>(&self, f: F) -> StoreFuture<'_, R>
     where
         R: Send + 'static,
         F: Fn(&Connection) -> Result<R, StoreError> + Send + 'static,
     {
-        self.submit_job(true, f)
+        self.submit_job(Durability::Edge, f)
     }
 
-    fn submit_job<R, F>(&self, durable: bool, f: F) -> StoreFuture<'_, R>
+    /// Like [`SqliteStore::submit`], for an admin change: fsync'd before its answer
+    /// whatever `synchronous` is configured.
+    fn submit_admin<R, F>(&self, f: F) -> StoreFuture<'_, R>
+    where
+        R: Send + 'static,
+        F: Fn(&Connection) -> Result<R, StoreError> + Send + 'static,
+    {
+        self.submit_job(Durability::Admin, f)
+    }
+
+    fn submit_job<R, F>(&self, durable: Durability, f: F) -> StoreFuture<'_, R>
     where
         R: Send + 'static,
         F: Fn(&Connection) -> Result<R, StoreError> + Send + 'static,
@@ -312,8 +410,8 @@ fn writer_stopped() -> StoreError {
 
 /// A queued unit of work with its result type erased.
 trait Job: Send {
-    /// Must be on disk before the caller is answered (see "Selective fsync").
-    fn durable(&self) -> bool;
+    /// When it must be on disk (see "Selective fsync").
+    fn durable(&self) -> Durability;
     /// Runs inside the batch transaction and returns whether it succeeded. May run again
     /// after an attempt that was rolled back (see [`run_batch`]); each run replaces the
     /// last one's result. A job whose last run panicked does not run again.
@@ -333,7 +431,7 @@ enum Outcome<R> {
 struct TypedJob<R, F> {
     /// `Fn`, not `FnOnce`: the fast path may roll a batch back and run it again.
     f: F,
-    durable: bool,
+    durable: Durability,
     outcome: Outcome<R>,
     reply: oneshot::Sender<Result<R, StoreError>>,
 }
@@ -343,7 +441,7 @@ where
     R: Send + 'static,
     F: Fn(&Connection) -> Result<R, StoreError> + Send + 'static,
 {
-    fn durable(&self) -> bool {
+    fn durable(&self) -> Durability {
         self.durable
     }
 
@@ -378,6 +476,7 @@ fn writer_loop(
     queue: mpsc::Receiver<Box<dyn Job>>,
     batch_max: usize,
     synchronous: Synchronous,
+    full_commits: &AtomicU64,
 ) {
     let mut batch = Vec::with_capacity(batch_max.min(1024));
     // The connection's current `synchronous` setting, and whether commits made with
@@ -407,20 +506,21 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        if synchronous == Synchronous::Full {
-            let want_full = batch.iter().any(|job| job.durable());
-            if want_full != full {
-                let value = if want_full { "FULL" } else { "NORMAL" };
-                match conn.pragma_update(None, "synchronous", value) {
-                    Ok(()) => full = want_full,
-                    Err(e) => tracing::warn!("store: cannot set synchronous={value}: {e}"),
-                }
+        let want_full = wants_full(synchronous, batch.iter().map(|job| job.durable()));
+        if want_full != full {
+            let value = if want_full { "FULL" } else { "NORMAL" };
+            match conn.pragma_update(None, "synchronous", value) {
+                Ok(()) => full = want_full,
+                Err(e) => tracing::warn!("store: cannot set synchronous={value}: {e}"),
             }
         }
         let outcome = run_batch(&conn, &mut batch);
         if outcome.is_ok() {
             // A FULL commit syncs the whole WAL, earlier NORMAL commits included.
             unsynced = !full;
+            if full {
+                full_commits.fetch_add(1, Ordering::SeqCst);
+            }
         }
         if let Err(e) = &outcome {
             tracing::error!(jobs = batch.len(), error = %e, "store batch failed");
@@ -430,6 +530,16 @@ fn writer_loop(
         }
     }
     tracing::debug!("store writer stopped");
+}
+
+/// Whether a batch of jobs of these durabilities commits with `synchronous=FULL`: an
+/// admin change always does, a webhook's write when the store is configured `full`.
+fn wants_full(synchronous: Synchronous, mut jobs: impl Iterator<Item = Durability>) -> bool {
+    jobs.any(|d| match d {
+        Durability::Admin => true,
+        Durability::Edge => synchronous == Synchronous::Full,
+        Durability::Batched => false,
+    })
 }
 
 /// A pragma that may return a row (`wal_checkpoint` does); the row is not needed.
@@ -2317,5 +2427,165 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in(&dir.0).unwrap());
         assert_eq!(store.session("ep", "u").unwrap(), None);
         assert!(dir.0.join("plugboard.db").exists());
+    }
+
+    /// The `synchronous` setting a job of this durability commits under.
+    async fn synchronous_seen(store: &SqliteStore, durability: Durability) -> i64 {
+        store
+            .submit_job(durability, |tx| {
+                query_one(tx, "PRAGMA synchronous", [], |row| row.get(0)).ctx("pragma")
+            })
+            .await
+            .unwrap()
+    }
+
+    /// Admin changes are fsync'd (`synchronous=FULL`, 2) before their answer even when the
+    /// store is configured `normal`; pipeline and webhook writes then stay `NORMAL` (1).
+    #[tokio::test]
+    async fn admin_writes_commit_with_full_sync_whatever_the_setting() {
+        use crate::store::admin::AdminStore;
+        let dir = TempDir::new("admin-durable");
+        let store = SqliteStore::open(SqliteOptions {
+            path: dir.0.join("plugboard.db"),
+            synchronous: Synchronous::Normal,
+            ..SqliteOptions::default()
+        })
+        .unwrap();
+        assert_eq!(synchronous_seen(&store, Durability::Admin).await, 2);
+        assert_eq!(synchronous_seen(&store, Durability::Edge).await, 1);
+        assert_eq!(synchronous_seen(&store, Durability::Batched).await, 1);
+        // The admin methods take that path: each commit counted as a FULL one.
+        let before = store.full_commits();
+        assert!(store.insert_endpoint("ep", "{}".into()).await.unwrap());
+        assert_eq!(store.full_commits(), before + 1);
+        store.append_inbox("ep", b"{}".to_vec(), 1).await.unwrap();
+        assert_eq!(
+            store.full_commits(),
+            before + 1,
+            "a webhook write under `normal`"
+        );
+        // Under `full` the webhook's write is FULL too, the pipeline's not.
+        drop(store);
+        let store = SqliteStore::open(SqliteOptions::new(dir.0.join("plugboard.db"))).unwrap();
+        assert_eq!(synchronous_seen(&store, Durability::Admin).await, 2);
+        assert_eq!(synchronous_seen(&store, Durability::Edge).await, 2);
+        assert_eq!(synchronous_seen(&store, Durability::Batched).await, 1);
+        assert!(wants_full(
+            Synchronous::Normal,
+            [Durability::Batched, Durability::Admin].into_iter()
+        ));
+    }
+
+    /// With a key, the secret columns hold sealed values only; the store reads them back
+    /// in clear, refuses to open without the key, and a reseal rotates them.
+    #[tokio::test]
+    async fn secret_columns_are_sealed_with_a_key_and_rotated() {
+        use crate::secretbox::{Keyring, SecretKey};
+        use crate::store::admin::AdminStore;
+        use crate::store::business::{BusinessStore, StoredAccount};
+        let dir = TempDir::new("sealed");
+        let path = dir.0.join("plugboard.db");
+        let old = SecretKey::from_bytes([1; 32]);
+        let new = SecretKey::from_bytes([2; 32]);
+        let options = |keys: Keyring| SqliteOptions {
+            path: path.clone(),
+            keys,
+            ..SqliteOptions::default()
+        };
+        let store = SqliteStore::open(options(Keyring::new(Some(old.clone())))).unwrap();
+        let spec = r#"{"id":"ep","flow":"/f.json","phone_number_id":"1","verify_token":"vt-secret","access_token":"tok-secret","app_secret":"env:APP_SECRET"}"#;
+        assert!(store.insert_endpoint("ep", spec.into()).await.unwrap());
+        store
+            .add_subscription(
+                "ep",
+                "https://h.test/".into(),
+                "hook-secret-0123456789".into(),
+                vec![],
+            )
+            .await
+            .unwrap();
+        store
+            .save_account(
+                StoredAccount {
+                    id: "1001".into(),
+                    name: Some("n".into()),
+                    portfolio: None,
+                    graph_api_base: "https://g.test".into(),
+                    graph_api_version: "v23.0".into(),
+                    token: "system-secret".into(),
+                    subscribed: None,
+                    refreshed_ms: 1,
+                    created_ms: 1,
+                },
+                vec![],
+            )
+            .await
+            .unwrap();
+        // Clear through the store.
+        let row = store.endpoint_row("ep").unwrap().unwrap();
+        let read: serde_json::Value = serde_json::from_str(&row.spec).unwrap();
+        assert_eq!(read["access_token"], "tok-secret");
+        assert_eq!(read["verify_token"], "vt-secret");
+        assert_eq!(read["app_secret"], "env:APP_SECRET");
+        assert_eq!(
+            store.subscriptions("ep").unwrap()[0].secret,
+            "hook-secret-0123456789"
+        );
+        assert_eq!(store.accounts().unwrap()[0].token, "system-secret");
+        let due = store.due_deliveries(u64::MAX, 0, 10).await.unwrap();
+        assert!(due.is_empty());
+        // Sealed in the columns.
+        let raw = |sql: &str| -> String {
+            store
+                .read(|conn| query_one(conn, sql, [], |r| r.get(0)).ctx("raw"))
+                .unwrap()
+        };
+        let raw_spec = raw("SELECT spec FROM endpoints");
+        assert!(!raw_spec.contains("tok-secret") && !raw_spec.contains("vt-secret"));
+        assert!(
+            raw_spec.contains("env:APP_SECRET"),
+            "references stay references"
+        );
+        assert!(raw("SELECT secret FROM hook_subscriptions").starts_with("enc:v1:"));
+        assert!(raw("SELECT token FROM wa_accounts").starts_with("enc:v1:"));
+        assert_eq!(store.secrets_report().sealed, 0, "counted at open");
+        drop(store);
+
+        // No key, a wrong key: refused at open, with the reason.
+        let e = SqliteStore::open(options(Keyring::default()))
+            .err()
+            .unwrap();
+        assert!(
+            e.0.contains("PLUGBOARD_SECRET_KEY") && e.0.contains(old.id()),
+            "{e}"
+        );
+        let e = SqliteStore::open(options(Keyring::new(Some(new.clone()))))
+            .err()
+            .unwrap();
+        assert!(e.0.contains(old.id()), "{e}");
+
+        // Rotate: everything re-sealed with the new key in one go.
+        let store = SqliteStore::open(options(
+            Keyring::new(Some(new.clone())).also_opening(Some(old)),
+        ))
+        .unwrap();
+        assert_eq!(store.secrets_report().sealed, 4);
+        assert_eq!(store.secrets_report().references, 1);
+        let report = store.reseal_secrets().await.unwrap();
+        assert_eq!((report.rewritten, report.sealed, report.clear), (4, 4, 0));
+        drop(store);
+        let store = SqliteStore::open(options(Keyring::new(Some(new.clone())))).unwrap();
+        assert_eq!(store.accounts().unwrap()[0].token, "system-secret");
+        // Back to clear.
+        drop(store);
+        let store = SqliteStore::open(options(Keyring::new(None).also_opening(Some(new)))).unwrap();
+        let report = store.reseal_secrets().await.unwrap();
+        assert_eq!((report.sealed, report.clear), (0, 4));
+        drop(store);
+        let store = SqliteStore::open(options(Keyring::default())).unwrap();
+        assert_eq!(
+            store.subscriptions("ep").unwrap()[0].secret,
+            "hook-secret-0123456789"
+        );
     }
 }

@@ -1,11 +1,14 @@
 //! [`AdminStore`] on SQLite: endpoint specs, plugins, event webhooks, conversation views.
 //!
-//! Writes go through the writer thread like every other write; the list and transcript
-//! reads use the reader connections. [`emit`] is the one place notices become delivery
+//! Writes go through the writer thread like every other write, as admin changes (fsync'd
+//! before the answer) except the handshake and delivery bookkeeping; the list and
+//! transcript reads use the reader connections. The secrets of endpoint specs and event
+//! webhooks are sealed on write and opened on read ([`super::seal`]). [`emit`] is the one place notices become delivery
 //! rows: it runs inside whatever transaction produced the event.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::seal::{Columns, HOOK_SECRET};
 use super::{Ctx, SqliteStore, db_int, db_limit, exec, from_db, now_ms, query_one};
 use crate::store::admin::{
     AdminStore, Attempt, ConversationRow, Delivery, EndpointState, Notice, Seeded, StoredEndpoint,
@@ -196,10 +199,20 @@ fn conversation_row(
     })
 }
 
+impl SqliteStore {
+    /// The row with its spec's secrets opened.
+    fn open_endpoint(&self, mut row: StoredEndpoint) -> Result<StoredEndpoint, StoreError> {
+        row.spec = Columns(&self.keys).open_spec(&row.spec)?;
+        Ok(row)
+    }
+}
+
 impl AdminStore for SqliteStore {
     fn seed_endpoint(&self, id: &str, spec: String, seed_hash: String) -> StoreFuture<'_, Seeded> {
         let id = id.to_string();
-        self.submit(move |tx| {
+        let keys = self.keys.clone();
+        self.submit_admin(move |tx| {
+            let spec = Columns(&keys).seal_spec(&spec)?;
             let now = db_int(now_ms());
             let current: Option<Option<String>> = query_one(
                 tx,
@@ -237,7 +250,9 @@ impl AdminStore for SqliteStore {
 
     fn insert_endpoint(&self, id: &str, spec: String) -> StoreFuture<'_, bool> {
         let id = id.to_string();
-        self.submit(move |tx| {
+        let keys = self.keys.clone();
+        self.submit_admin(move |tx| {
+            let spec = Columns(&keys).seal_spec(&spec)?;
             let now = db_int(now_ms());
             let n = exec(
                 tx,
@@ -260,7 +275,9 @@ impl AdminStore for SqliteStore {
         state: EndpointState,
     ) -> StoreFuture<'_, bool> {
         let id = id.to_string();
-        self.submit(move |tx| {
+        let keys = self.keys.clone();
+        self.submit_admin(move |tx| {
+            let spec = Columns(&keys).seal_spec(&spec)?;
             let n = exec(
                 tx,
                 "UPDATE endpoints SET spec = ?2, state = ?3, updated_ms = ?4
@@ -277,7 +294,7 @@ impl AdminStore for SqliteStore {
 
     fn delete_endpoint(&self, id: &str) -> StoreFuture<'_, bool> {
         let id = id.to_string();
-        self.submit(move |tx| {
+        self.submit_admin(move |tx| {
             exec(
                 tx,
                 "DELETE FROM hook_deliveries WHERE state = 'pending' AND subscription IN
@@ -332,7 +349,7 @@ impl AdminStore for SqliteStore {
         verified: String,
     ) -> StoreFuture<'_, ()> {
         let id = id.to_string();
-        self.submit(move |tx| {
+        self.submit_admin(move |tx| {
             exec(
                 tx,
                 "UPDATE endpoints SET verified = ?2
@@ -345,7 +362,7 @@ impl AdminStore for SqliteStore {
     }
 
     fn endpoints(&self) -> Result<Vec<StoredEndpoint>, StoreError> {
-        self.read(|conn| {
+        let rows: Vec<StoredEndpoint> = self.read(|conn| {
             conn.prepare_cached(concat!(
                 "SELECT ",
                 endpoint_columns!(),
@@ -353,11 +370,14 @@ impl AdminStore for SqliteStore {
             ))
             .and_then(|mut stmt| stmt.query_map([], endpoint_row)?.collect())
             .ctx("listing endpoints")
-        })
+        })?;
+        rows.into_iter()
+            .map(|row| self.open_endpoint(row))
+            .collect()
     }
 
     fn endpoint_row(&self, id: &str) -> Result<Option<StoredEndpoint>, StoreError> {
-        self.read(|conn| {
+        let row = self.read(|conn| {
             conn.prepare_cached(concat!(
                 "SELECT ",
                 endpoint_columns!(),
@@ -365,7 +385,8 @@ impl AdminStore for SqliteStore {
             ))
             .and_then(|mut stmt| stmt.query_row([id], endpoint_row).optional())
             .ctx("reading an endpoint")
-        })
+        })?;
+        row.map(|row| self.open_endpoint(row)).transpose()
     }
 
     fn last_webhook_ms(&self, id: &str) -> Result<Option<u64>, StoreError> {
@@ -378,7 +399,7 @@ impl AdminStore for SqliteStore {
     }
 
     fn install_plugin(&self, plugin: StoredPlugin, replace: bool) -> StoreFuture<'_, bool> {
-        self.submit(move |tx| {
+        self.submit_admin(move |tx| {
             let exists: bool = query_one(
                 tx,
                 "SELECT EXISTS (SELECT 1 FROM plugins WHERE name = ?1)",
@@ -419,7 +440,7 @@ impl AdminStore for SqliteStore {
 
     fn remove_plugin(&self, name: &str) -> StoreFuture<'_, bool> {
         let name = name.to_string();
-        self.submit(move |tx| {
+        self.submit_admin(move |tx| {
             let n = exec(tx, "DELETE FROM plugins WHERE name = ?1", [&name])
                 .ctx("removing a plugin")?;
             Ok(n == 1)
@@ -458,17 +479,19 @@ impl AdminStore for SqliteStore {
         events: Vec<String>,
     ) -> StoreFuture<'_, Subscription> {
         let endpoint = endpoint.to_string();
-        self.submit(move |tx| {
+        let keys = self.keys.clone();
+        self.submit_admin(move |tx| {
             let now = now_ms();
             let events_json = serde_json::to_string(&events)
                 .map_err(|e| StoreError(format!("encoding events: {e}")))?;
+            let sealed = Columns(&keys).seal(HOOK_SECRET, &secret)?;
             let id = tx
                 .prepare_cached(
                     "INSERT INTO hook_subscriptions (endpoint, url, secret, events, created_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )
                 .and_then(|mut stmt| {
-                    stmt.insert(params![endpoint, url, secret, events_json, db_int(now)])
+                    stmt.insert(params![endpoint, url, sealed, events_json, db_int(now)])
                 })
                 .ctx("adding a webhook")?;
             Ok(Subscription {
@@ -484,7 +507,7 @@ impl AdminStore for SqliteStore {
 
     fn delete_subscription(&self, endpoint: &str, id: i64) -> StoreFuture<'_, bool> {
         let endpoint = endpoint.to_string();
-        self.submit(move |tx| {
+        self.submit_admin(move |tx| {
             exec(
                 tx,
                 "DELETE FROM hook_deliveries WHERE subscription = ?1 AND state = 'pending'",
@@ -502,14 +525,21 @@ impl AdminStore for SqliteStore {
     }
 
     fn subscriptions(&self, endpoint: &str) -> Result<Vec<Subscription>, StoreError> {
-        self.read(|conn| {
+        let rows: Vec<Subscription> = self.read(|conn| {
             conn.prepare_cached(
                 "SELECT id, endpoint, url, secret, events, created_ms FROM hook_subscriptions
                  WHERE endpoint = ?1 ORDER BY id",
             )
             .and_then(|mut stmt| stmt.query_map([endpoint], subscription_row)?.collect())
             .ctx("listing webhooks")
-        })
+        })?;
+        let columns = Columns(&self.keys);
+        rows.into_iter()
+            .map(|mut row| {
+                row.secret = columns.open(HOOK_SECRET, &row.secret)?;
+                Ok(row)
+            })
+            .collect()
     }
 
     fn due_deliveries(
@@ -518,30 +548,39 @@ impl AdminStore for SqliteStore {
         after_id: i64,
         limit: usize,
     ) -> StoreFuture<'_, Vec<Delivery>> {
+        let keys = self.keys.clone();
         self.submit(move |tx| {
-            tx.prepare_cached(
-                "SELECT d.id, s.endpoint, s.url, s.secret, d.event, d.payload, d.attempts,
+            let due: Vec<Delivery> = tx
+                .prepare_cached(
+                    "SELECT d.id, s.endpoint, s.url, s.secret, d.event, d.payload, d.attempts,
                         d.created_ms
                  FROM hook_deliveries d JOIN hook_subscriptions s ON s.id = d.subscription
                  WHERE d.state = 'pending' AND d.next_attempt_ms <= ?1 AND d.id > ?3
                  ORDER BY d.id LIMIT ?2",
-            )
-            .and_then(|mut stmt| {
-                stmt.query_map(params![db_int(now_ms), db_limit(limit), after_id], |row| {
-                    Ok(Delivery {
-                        id: row.get(0)?,
-                        endpoint: row.get(1)?,
-                        url: row.get(2)?,
-                        secret: row.get(3)?,
-                        event: row.get(4)?,
-                        data: row.get(5)?,
-                        attempts: u32::try_from(row.get::<_, i64>(6)?).unwrap_or(0),
-                        created_ms: from_db(row.get(7)?),
-                    })
-                })?
+                )
+                .and_then(|mut stmt| {
+                    stmt.query_map(params![db_int(now_ms), db_limit(limit), after_id], |row| {
+                        Ok(Delivery {
+                            id: row.get(0)?,
+                            endpoint: row.get(1)?,
+                            url: row.get(2)?,
+                            secret: row.get(3)?,
+                            event: row.get(4)?,
+                            data: row.get(5)?,
+                            attempts: u32::try_from(row.get::<_, i64>(6)?).unwrap_or(0),
+                            created_ms: from_db(row.get(7)?),
+                        })
+                    })?
+                    .collect()
+                })
+                .ctx("reading due webhook deliveries")?;
+            let columns = Columns(&keys);
+            due.into_iter()
+                .map(|mut d| {
+                    d.secret = columns.open(HOOK_SECRET, &d.secret)?;
+                    Ok(d)
+                })
                 .collect()
-            })
-            .ctx("reading due webhook deliveries")
         })
     }
 

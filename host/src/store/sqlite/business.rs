@@ -1,12 +1,17 @@
 //! [`BusinessStore`] on SQLite: accounts, numbers, templates, campaigns, opt-outs, the
 //! messaging-limit ledger and the reply quota.
 //!
+//! Changes made through the admin API (accounts, templates, campaigns, opt-ins) are admin
+//! writes, fsync'd before the answer; an account's system-user token is sealed on write
+//! and opened on read ([`super::seal`]).
+//!
 //! The one write with a rule to keep is [`BusinessStore::claim_recipients`]: the
 //! recipient's state change, its outbox row and the ledger entry commit together, so a
 //! recipient is either untouched (and claimed later) or claimed exactly once.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::seal::{ACCOUNT_TOKEN, Columns};
 use super::{Ctx, SqliteStore, db_int, db_limit, exec, from_db, now_ms, query_one};
 use crate::serve::sender::WINDOW_MS;
 use crate::store::business::{
@@ -184,8 +189,10 @@ impl BusinessStore for SqliteStore {
         account: StoredAccount,
         numbers: Vec<StoredNumber>,
     ) -> StoreFuture<'_, ()> {
-        self.submit(move |tx| {
+        let keys = self.keys.clone();
+        self.submit_admin(move |tx| {
             let a = &account;
+            let token = Columns(&keys).seal(ACCOUNT_TOKEN, &a.token)?;
             exec(
                 tx,
                 "INSERT INTO wa_accounts (id, name, portfolio, graph_api_base, graph_api_version,
@@ -203,7 +210,7 @@ impl BusinessStore for SqliteStore {
                     a.portfolio,
                     a.graph_api_base,
                     a.graph_api_version,
-                    a.token,
+                    token,
                     a.subscribed,
                     db_int(a.refreshed_ms)
                 ],
@@ -238,7 +245,7 @@ impl BusinessStore for SqliteStore {
 
     fn set_subscribed(&self, id: &str, subscribed: bool) -> StoreFuture<'_, bool> {
         let id = id.to_string();
-        self.submit(move |tx| {
+        self.submit_admin(move |tx| {
             let n = exec(
                 tx,
                 "UPDATE wa_accounts SET subscribed = ?2 WHERE id = ?1",
@@ -251,7 +258,7 @@ impl BusinessStore for SqliteStore {
 
     fn delete_account(&self, id: &str) -> StoreFuture<'_, bool> {
         let id = id.to_string();
-        self.submit(move |tx| {
+        self.submit_admin(move |tx| {
             let n = exec(tx, "DELETE FROM wa_accounts WHERE id = ?1", [&id])
                 .ctx("removing an account")?;
             Ok(n > 0)
@@ -259,7 +266,7 @@ impl BusinessStore for SqliteStore {
     }
 
     fn accounts(&self) -> Result<Vec<StoredAccount>, StoreError> {
-        self.read(|conn| {
+        let rows: Vec<StoredAccount> = self.read(|conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT id, name, portfolio, graph_api_base, graph_api_version, token,
@@ -272,7 +279,14 @@ impl BusinessStore for SqliteStore {
                 .and_then(Iterator::collect)
                 .ctx("listing accounts")?;
             Ok(rows)
-        })
+        })?;
+        let columns = Columns(&self.keys);
+        rows.into_iter()
+            .map(|mut a| {
+                a.token = columns.open(ACCOUNT_TOKEN, &a.token)?;
+                Ok(a)
+            })
+            .collect()
     }
 
     fn numbers(&self) -> Result<Vec<StoredNumber>, StoreError> {
@@ -339,7 +353,7 @@ impl BusinessStore for SqliteStore {
         templates: Vec<StoredTemplate>,
     ) -> StoreFuture<'_, ()> {
         let account = account.to_string();
-        self.submit(move |tx| {
+        self.submit_admin(move |tx| {
             exec(
                 tx,
                 "DELETE FROM wa_templates WHERE account = ?1",
@@ -354,7 +368,7 @@ impl BusinessStore for SqliteStore {
     }
 
     fn save_template(&self, template: StoredTemplate) -> StoreFuture<'_, ()> {
-        self.submit(move |tx| insert_template(tx, &template))
+        self.submit_admin(move |tx| insert_template(tx, &template))
     }
 
     fn delete_templates(
@@ -364,7 +378,7 @@ impl BusinessStore for SqliteStore {
         language: Option<String>,
     ) -> StoreFuture<'_, u64> {
         let (account, name) = (account.to_string(), name.to_string());
-        self.submit(move |tx| {
+        self.submit_admin(move |tx| {
             let n = exec(
                 tx,
                 "DELETE FROM wa_templates
@@ -441,7 +455,7 @@ impl BusinessStore for SqliteStore {
         campaign: NewCampaign,
         recipients: Vec<NewRecipient>,
     ) -> StoreFuture<'_, i64> {
-        self.submit_durable(move |tx| {
+        self.submit_admin(move |tx| {
             let now = db_int(now_ms());
             let c = &campaign;
             let id = tx
@@ -573,7 +587,9 @@ impl BusinessStore for SqliteStore {
         waiting: Option<String>,
     ) -> StoreFuture<'_, bool> {
         let state = state.to_string();
-        self.submit(move |tx| {
+        // Admin (pause, resume, cancel) or a runner's transition: rare, and an answered
+        // pause must survive a power cut.
+        self.submit_admin(move |tx| {
             // Read and write in one transaction of the single writer: nothing changes the
             // campaign in between.
             let current: Option<String> = query_one(
@@ -780,7 +796,7 @@ impl BusinessStore for SqliteStore {
 
     fn opt_in(&self, endpoint: &str, user: &str) -> StoreFuture<'_, bool> {
         let (endpoint, user) = (endpoint.to_string(), user.to_string());
-        self.submit(move |tx| {
+        self.submit_admin(move |tx| {
             let n = exec(
                 tx,
                 "DELETE FROM opt_outs WHERE endpoint = ?1 AND user = ?2",
