@@ -22,7 +22,10 @@ use plugboard_tests::webhook;
 use plugboard_tests::{load_file, load_hook};
 use serde_json::Value;
 
-use crate::serve::{WAIT, client, config_toml, greeting, send_text, temp_dir, webhook_url};
+use crate::serve::{
+    WAIT, client, config_toml, flows_dir, greeting, plugins_dir, send_text, support_flow, temp_dir,
+    webhook_url,
+};
 
 /// The misbehaving endpoint's number (the shop's is `serve::PNID`).
 const BAD_PNID: &str = "200000000000002";
@@ -66,6 +69,22 @@ async fn start(dir: &Path, mock: &MockGraph) -> Server {
         "[50, 100, 200]",
         &extra,
     );
+    // Every file lives next to the config: the guest, the tiny flow and a copy of the
+    // support flow, so both directories are the test's own.
+    std::fs::copy(support_flow(), dir.join("support.json")).expect("copy the support flow");
+    let text = text
+        .replace(
+            &format!("flows_dir = '{}'", flows_dir().display()),
+            &format!("flows_dir = '{}'", dir.display()),
+        )
+        .replace(
+            &format!("plugins_dir = '{}'", plugins_dir().display()),
+            &format!("plugins_dir = '{}'", dir.display()),
+        )
+        .replace(
+            &format!("'{}'", support_flow().display()),
+            &format!("'{}'", dir.join("support.json").display()),
+        );
     let config = ServeConfig::from_toml(&text, dir)
         .unwrap_or_else(|e| panic!("test config refused: {e}\n{text}"));
     Server::start(config)
