@@ -86,6 +86,10 @@ enum Command {
         /// The user's profile name, as the flow sees it in `{{user.name}}`.
         #[arg(long, value_name = "NAME", default_value = "Alex")]
         name: String,
+        /// IPs, CIDRs or host names the flow's http nodes may reach although internal
+        /// (loopback, private ranges), as `[egress] allow` does for `serve`.
+        #[arg(long, value_name = "ADDR", num_args = 1..)]
+        egress_allow: Vec<String>,
         #[command(flatten)]
         plugin: PluginArg,
     },
@@ -330,9 +334,11 @@ where
             hook_policy,
             delay_ms,
             name,
+            egress_allow,
             plugin,
         } => {
             let options = crate::chat::ChatOptions {
+                egress_allow,
                 flow,
                 hooks,
                 hook_policy: hook_policy.into(),

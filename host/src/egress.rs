@@ -43,6 +43,8 @@ pub enum EgressError {
     Refused(String),
     #[error("the response body is larger than {0} bytes")]
     TooLarge(usize),
+    #[error("timed out")]
+    Timeout,
     #[error("{0}")]
     Http(String),
 }
@@ -323,6 +325,7 @@ pub async fn read_capped(
                 body.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(body),
+            Err(e) if e.is_timeout() => return Err(EgressError::Timeout),
             Err(e) => return Err(EgressError::Http(e.without_url().to_string())),
         }
     }

@@ -144,7 +144,7 @@ async fn create(
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<(StatusCode, axum::Json<EndpointView>)> {
     refuse_env_secrets(&body)?;
-    let spec = absolute(read_spec(body)?);
+    let spec = absolute(&shared, read_spec(body)?);
     // A first binding: whatever token is given goes to this base.
     token_binding::check(
         TOKEN_FIELDS,
@@ -468,9 +468,11 @@ async fn load(
 
 /// A spec's relative paths, as the host's working directory sees them, made absolute
 /// (the store keeps the spec for later starts, maybe from elsewhere).
-fn absolute(spec: EndpointSpec) -> EndpointSpec {
-    let cwd = std::env::current_dir().unwrap_or_else(|_| Path::new("/").to_path_buf());
-    spec.absolute(&cwd)
+/// Relative paths in a spec from the API are relative to `flows_dir` (the flow) and
+/// `plugins_dir` (components), the directories they are confined to.
+fn absolute(shared: &Shared, spec: EndpointSpec) -> EndpointSpec {
+    let roots = &shared.bounds.files;
+    spec.absolute_in(&roots.flows_dir, &roots.plugins_dir)
 }
 
 /// Secrets come through the API as literals: an `env:NAME` reference would let an admin
@@ -630,7 +632,7 @@ pub async fn prepare(
         token.as_ref().map_or(Token::Absent, |t| t.as_token()),
     )
     .map_err(|e| ApiError::invalid_field(e.to_string()))?;
-    let spec = absolute(read_spec(merged)?);
+    let spec = absolute(shared, read_spec(merged)?);
     let config = resolve(shared, &spec)?;
     check_number_free(shared, &config, Some(id)).await?;
     let endpoint = load(shared, config, candidate).await?;

@@ -45,6 +45,8 @@ pub struct ChatOptions {
     pub plugin: Option<PathBuf>,
     /// Who the user is (phone, profile name) and which business number they write to.
     pub parties: Parties,
+    /// `[egress] allow` for the flow's http nodes (a service on localhost while designing).
+    pub egress_allow: Vec<String>,
 }
 
 /// What the printing loop prints: lines from deliveries and handover events.
@@ -231,6 +233,7 @@ async fn chat(
     mut printer: Printer<'_>,
 ) -> Result<(), String> {
     let parties = &options.parties;
+    let egress = crate::egress::EgressPolicy::new(&options.egress_allow)?;
     let context = RenderContext {
         business: Business {
             phone_number_id: parties.phone_number_id.clone(),
@@ -265,7 +268,7 @@ async fn chat(
         Arc::new(flow),
         transformers,
         outbound,
-        ReqwestHttp::new(),
+        ReqwestHttp::with_egress(crate::egress::Egress::new(egress)),
         ChatHandover { tx },
         Arc::new(SystemClock),
     );

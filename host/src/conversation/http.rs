@@ -73,8 +73,12 @@ impl HttpExecutor for ReqwestHttp {
                 status,
                 body: serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null),
             },
-            Err(egress::EgressError::Http(_)) => {
+            // The request's timeout covers the body too.
+            Err(egress::EgressError::Timeout) => {
                 HttpOutcome::Err(format!("timed out after {} ms", call.timeout_ms))
+            }
+            Err(egress::EgressError::Http(detail)) => {
+                HttpOutcome::Err(format!("reading the response: {detail}"))
             }
             Err(e) => HttpOutcome::Err(e.to_string()),
         }

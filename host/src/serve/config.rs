@@ -893,15 +893,22 @@ impl RawConfig {
 impl EndpointSpec {
     /// The spec with its paths (flow, plugin, transformers) joined to `base_dir`, so it
     /// means the same wherever it is read later (the store keeps it).
-    pub fn absolute(mut self, base_dir: &Path) -> EndpointSpec {
-        self.flow = base_dir.join(&self.flow);
+    pub fn absolute(self, base_dir: &Path) -> EndpointSpec {
+        self.absolute_in(base_dir, base_dir)
+    }
+
+    /// Relative paths joined to the directories they must lie in: the flow to `flows_dir`,
+    /// plugin and transformer components to `plugins_dir` (what the admin API does: a
+    /// designer names `support.json`, not a path from the host's working directory).
+    pub fn absolute_in(mut self, flows_dir: &Path, plugins_dir: &Path) -> EndpointSpec {
+        self.flow = flows_dir.join(&self.flow);
         if let Some(plugin) = &self.plugin
             && plugin.ends_with(".wasm")
         {
-            self.plugin = Some(base_dir.join(plugin).display().to_string());
+            self.plugin = Some(plugins_dir.join(plugin).display().to_string());
         }
         for t in &mut self.transformers {
-            t.path = base_dir.join(&t.path);
+            t.path = plugins_dir.join(&t.path);
         }
         self
     }

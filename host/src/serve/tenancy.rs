@@ -16,8 +16,10 @@
 //!    endpoint (`insecure_skip_signature = true`) can only ever act for itself: an item
 //!    with no number can only be answered from the number the endpoint replies from.
 //! 2. **An item for another endpoint's number** is recorded for that endpoint only when
-//!    the receiving endpoint *verified the signature* (it has an app secret and does not
-//!    skip the check) **and** the owner *trusts the same app*: both have the same app
+//!    the receiving endpoint *verified the signature with its app secret* (it does not
+//!    skip the check, and the key its adapter checks with is its `app_secret`: an adapter
+//!    naming another setting, say the public phone number id, speaks for nobody else)
+//!    **and** the owner *trusts the same app*: both have the same app
 //!    secret (compared in constant time) or the same non-empty `app_id`. That is what Meta
 //!    does: one app, one secret, one callback for all its numbers. Otherwise the item is
 //!    `unowned` with reason `untrusted_sender`. A number no endpoint serves is `unowned`
@@ -73,16 +75,25 @@ impl<'a> Tenant<'a> {
         Tenant {
             id: &config.id,
             phone_number_id: &config.phone_number_id,
-            verifies: endpoint.signature.is_some(),
-            app_secret: endpoint
-                .signature
-                .as_ref()
-                .map(|s| &s.secret)
-                .or(config.app_secret.as_ref())
-                .map(|s| s.expose().as_bytes()),
+            verifies: verifies_with_app_secret(endpoint),
+            app_secret: config.app_secret.as_ref().map(|s| s.expose().as_bytes()),
             app_id: config.app_id.as_deref(),
             accounts,
         }
+    }
+}
+
+/// Whether the endpoint checks signatures with its app secret. An adapter names the setting
+/// that keys its signature, and a third-party one could name a public one (the phone number
+/// id is in every webhook): such an endpoint verifies its own webhooks as its adapter wants,
+/// but speaks for no other endpoint.
+fn verifies_with_app_secret(endpoint: &Endpoint) -> bool {
+    match (&endpoint.signature, &endpoint.config.app_secret) {
+        (Some(check), Some(app_secret)) => {
+            let (key, app) = (check.secret.expose().as_bytes(), app_secret.expose().as_bytes());
+            !app.is_empty() && bool::from(key.ct_eq(app))
+        }
+        _ => false,
     }
 }
 
