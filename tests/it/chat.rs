@@ -203,3 +203,57 @@ fn hook_failure_policies_through_the_conversation_runtime() {
     );
     assert_eq!(&lines[1..], GREETING, "stdout:\n{out}\nstderr:\n{err}");
 }
+
+/// A one-shot HTTP server on loopback answering `{"v": "42"}`; counts connections.
+fn one_shot_server() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let port = listener.local_addr().expect("local addr").port();
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = hits.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut head = [0u8; 4096];
+            let _ = stream.read(&mut head);
+            let body = r#"{"v": "42"}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    (port, hits)
+}
+
+#[test]
+fn http_nodes_reach_loopback_only_with_egress_allow() {
+    let (port, hits) = one_shot_server();
+    let dir = std::env::temp_dir().join(format!("plugboard-chat-egress-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let flow = dir.join("probe.json");
+    std::fs::write(
+        &flow,
+        format!(
+            r#"{{"schema_version": 1, "name": "probe", "start": "call", "nodes": {{
+  "call": {{"type": "http", "method": "GET", "url": "http://127.0.0.1:{port}/{{{{input.text}}}}",
+            "timeout_ms": 2000, "result": {{"/v": "v"}}, "next": "ok", "on_error": "bad"}},
+  "ok": {{"type": "end", "messages": [{{"Text": "got {{{{context.v}}}}"}}]}},
+  "bad": {{"type": "end", "messages": [{{"Text": "refused"}}]}}}}}}"#
+        ),
+    )
+    .expect("write the flow");
+    let flow = flow.display().to_string();
+
+    let (code, out, err) = chat(&["--flow", &flow], "v\n");
+    assert_eq!(code, ExitCode::SUCCESS, "stderr: {err}");
+    assert_eq!(out.trim(), "refused", "without an allow list: {out}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    let (code, out, err) = chat(&["--flow", &flow, "--egress-allow", "127.0.0.1"], "v\n");
+    assert_eq!(code, ExitCode::SUCCESS, "stderr: {err}");
+    assert_eq!(out.trim(), "got 42", "allowed: {out}");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

@@ -90,7 +90,10 @@ impl<'a> Tenant<'a> {
 fn verifies_with_app_secret(endpoint: &Endpoint) -> bool {
     match (&endpoint.signature, &endpoint.config.app_secret) {
         (Some(check), Some(app_secret)) => {
-            let (key, app) = (check.secret.expose().as_bytes(), app_secret.expose().as_bytes());
+            let (key, app) = (
+                check.secret.expose().as_bytes(),
+                app_secret.expose().as_bytes(),
+            );
             !app.is_empty() && bool::from(key.ct_eq(app))
         }
         _ => false,
