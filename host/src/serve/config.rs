@@ -47,8 +47,10 @@ pub const DEMO_VERIFY_TOKEN: &str = "plugboard-demo";
 pub const MAX_CONNECTIONS: usize = 1 << 20;
 /// The shortest admin token accepted (it guards every endpoint's credentials).
 pub const MIN_ADMIN_TOKEN: usize = 16;
-/// The phone number id of the demo endpoint (not a real number).
-pub const DEMO_PHONE_NUMBER_ID: &str = "100000000000001";
+/// The phone number id of the demo endpoint: the one of Meta's sample payloads and of the
+/// adapter's fixtures (`adapter/tests/fixtures/inbound/`), so the README's curl of a fixture
+/// reaches the demo flow instead of being stored as another number's (unowned).
+pub const DEMO_PHONE_NUMBER_ID: &str = "106540352242922";
 
 /// A secret setting (token, app secret). `Debug` and `Display` print `[redacted]`;
 /// [`Secret::expose`] is the only way to the value. Deliberately not `Serialize`.
@@ -1578,7 +1580,7 @@ access_token = "env:PLUGBOARD_TEST_CFG_ENV_AT"
         assert_eq!(c.data_dir, root.join("data"));
         let e = c.endpoint("demo").unwrap();
         assert_eq!(e.flow, root.join("flows/support.json"));
-        assert_eq!(e.phone_number_id, "100000000000001");
+        assert_eq!(e.phone_number_id, "106540352242922");
         assert!(!e.verify_token.is_empty());
         // Without PLUGBOARD_APP_SECRET the demo runs unsigned; with it, signed.
         assert_eq!(e.app_secret.is_none(), e.insecure_skip_signature);
