@@ -25,6 +25,7 @@
 //!   → a table or JSON; `campaign watch` polls and draws a progress bar).
 //! - [`egress`]: where URLs from configuration, admin input or flows may point (internal
 //!   addresses refused unless `[egress] allow`s them, no redirects, capped bodies).
+//! - [`redact`]: error text without the values serde quotes (secrets, file content).
 //! - [`secretbox`]: secrets at rest: the key from `PLUGBOARD_SECRET_KEY` and the sealing
 //!   (XChaCha20-Poly1305) of the tokens and secrets the store keeps.
 //! - [`chat`]: the `plugboard chat` driver: typed lines → real Meta webhook envelopes →
@@ -42,6 +43,7 @@ pub mod conversation;
 pub mod egress;
 pub mod flow;
 pub mod plugins;
+pub mod redact;
 pub mod secretbox;
 pub mod serve;
 pub mod store;

@@ -34,8 +34,10 @@ pub const NEW_KEY_ENV: &str = "PLUGBOARD_SECRET_KEY_NEW";
 pub const SEALED_PREFIX: &str = "enc:";
 /// The prefix of a version-1 sealed value.
 const V1_PREFIX: &str = "enc:v1:";
-/// A reference to an environment variable: not a secret, never sealed.
-const ENV_REFERENCE: &str = "env:";
+/// A reference to an environment variable (`env:NAME`): not a secret, never sealed.
+pub const ENV_REFERENCE: &str = "env:";
+/// The secret fields of an endpoint spec: the one list every layer masks and seals.
+pub const SPEC_SECRETS: [&str; 3] = ["access_token", "verify_token", "app_secret"];
 const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 24;
 

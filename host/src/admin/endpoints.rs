@@ -426,7 +426,7 @@ fn read_spec(body: Value) -> ApiResult<EndpointSpec> {
             "invalid_body",
             format!(
                 "not an endpoint spec: {}",
-                crate::serve::config::redact_values(&e.to_string())
+                crate::redact::redact_values(&e.to_string())
             ),
         )
     })

@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
-use crate::serve::config::redact_values;
+use crate::redact::redact_values;
 use crate::store::StoreError;
 
 /// An error answer of the admin API.

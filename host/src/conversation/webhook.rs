@@ -56,19 +56,16 @@ impl WebhookHandover {
 
 impl HandoverSink for WebhookHandover {
     async fn post(&self, event: HandoverEvent) {
-        let request = match self.egress.request(reqwest::Method::POST, &self.url) {
-            Ok(request) => request,
-            Err(e) => {
-                tracing::warn!(
-                    kind = ?event.kind,
-                    conversation = %crate::serve::logging::phone(&event.conversation),
-                    error = %e,
-                    "handover webhook not reached"
-                );
-                return;
-            }
+        // Refused by the egress policy or not answered: both are "not reached".
+        let sent = match self.egress.request(reqwest::Method::POST, &self.url) {
+            Ok(request) => request
+                .timeout(self.timeout)
+                .json(&event)
+                .send()
+                .await
+                .map_err(|e| crate::egress::describe(&e)),
+            Err(refused) => Err(refused.to_string()),
         };
-        let sent = request.timeout(self.timeout).json(&event).send().await;
         match sent {
             Ok(response) if response.status().is_success() => {}
             Ok(response) => tracing::warn!(
@@ -80,7 +77,7 @@ impl HandoverSink for WebhookHandover {
             Err(e) => tracing::warn!(
                 kind = ?event.kind,
                 conversation = %crate::serve::logging::phone(&event.conversation),
-                error = %crate::egress::describe(&e),
+                error = %e,
                 "handover webhook not reached"
             ),
         }

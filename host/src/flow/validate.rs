@@ -164,7 +164,7 @@ pub fn check(file: &str, text: &str, limits: &ChannelLimits) -> Result<Flow, Vec
                     None,
                     format!(
                         "bad flow header: {}",
-                        crate::serve::config::redact_values(&e.to_string())
+                        crate::redact::redact_values(&e.to_string())
                     ),
                 );
             }
@@ -198,7 +198,7 @@ pub fn check(file: &str, text: &str, limits: &ChannelLimits) -> Result<Flow, Vec
                         Some(id),
                         format!(
                             "cannot read the node: {}",
-                            crate::serve::config::redact_values(&e.to_string())
+                            crate::redact::redact_values(&e.to_string())
                         ),
                     );
                 }

@@ -16,8 +16,8 @@
 use rusqlite::{Connection, params};
 
 use super::{Ctx, exec};
+use crate::secretbox::SPEC_SECRETS;
 use crate::secretbox::{Keyring, SealError, Stored};
-use crate::serve::config::SPEC_SECRETS;
 use crate::store::StoreError;
 
 /// The associated data (column names) of the sealed values.
