@@ -14,15 +14,17 @@
 //!   handover (keywords, mute, webhook), inject and notify, and the http executor.
 //! - [`admin`]: the admin HTTP API under `/admin/v1` (plugins, endpoints, conversations,
 //!   agents, event webhooks) with its generated OpenAPI document.
-//! - [`cli`]: the `plugboard` command line. `adapter decode` and `adapter render` run
-//!   webhook bodies and neutral outputs through a compiled adapter, for flow designers and
-//!   support. `chat` talks to a flow in the terminal as a WhatsApp user.
+//! - [`cli`]: the `plugboard` command line: clap definitions and dispatch (`cli/mod.rs`);
+//!   `adapter decode` and `adapter render` run webhook bodies and neutral outputs through a
+//!   compiled adapter (`cli/adapter.rs`); `serve`, `replay` and `secrets` (`cli/serve.rs`);
+//!   `chat` talks to a flow in the terminal as a WhatsApp user.
 //! - [`business`]: WhatsApp Business accounts (numbers, webhook subscriptions), message
 //!   templates (sync, create, delete, checks before a send), outbound campaigns (paced,
 //!   within the messaging limit, once per recipient), opt-outs and the monthly reply quota.
-//! - [`admin_cli`]: `plugboard plugin|endpoint|conversation|account|template|campaign …`, an
+//! - [`cli::admin`]: `plugboard plugin|endpoint|conversation|account|template|campaign …`, an
 //!   HTTP client of a running host's admin API (flags or environment or config → one request
-//!   → a table or JSON; `campaign watch` polls and draws a progress bar).
+//!   (`client.rs`) → a table or JSON (`tables.rs`); `campaign watch` polls and draws a
+//!   progress bar).
 //! - [`egress`]: where URLs from configuration, admin input or flows may point (internal
 //!   addresses refused unless `[egress] allow`s them, no redirects, capped bodies).
 //! - [`redact`]: error text without the values serde quotes (secrets, file content).
@@ -35,7 +37,6 @@
 //! request specs out. The plugin decides, the host does: time, network and state stay here.
 
 pub mod admin;
-pub mod admin_cli;
 pub mod business;
 pub mod chat;
 pub mod cli;

@@ -33,7 +33,6 @@
 //! outbox rows, timers) before it accepts traffic; [`Server::shutdown`] stops accepting,
 //! lets in-flight requests, steps and sends finish, and leaves the rest pending.
 
-pub mod cli;
 pub mod config;
 pub mod edge;
 pub mod endpoint;

@@ -16,10 +16,10 @@
 //!
 //! `plugboard secrets status|encrypt|rotate|decrypt` rewrites the secrets the store keeps
 //! (keys from `PLUGBOARD_SECRET_KEY` / `PLUGBOARD_SECRET_KEY_NEW`, never the command line;
-//! see [`crate::serve::cli::secrets`]).
+//! see [`serve::secrets`]).
 //!
 //! `plugboard plugin|endpoint|conversation|account|template|campaign …` manage a running host
-//! through its admin API (see [`crate::admin_cli`], a pure HTTP client): install, list,
+//! through its admin API (see [`admin`], a pure HTTP client): install, list,
 //! inspect and remove plugins; create, list, show, change (`set KEY=VALUE…`), enable,
 //! disable, verify and delete endpoints; list conversations and show transcripts; set up,
 //! list, show, subscribe, unsubscribe and remove WhatsApp Business accounts; sync, list,
@@ -30,25 +30,25 @@
 //! Exit codes: 0 success, 1 the input or the plugin failed, 2 usage errors (clap). The admin
 //! commands have their own: 1 the host refused the request (4xx) or verification found
 //! problems, 2 usage errors, 3 the host cannot be reached or answered 5xx, 4 unauthorized
-//! ([`crate::admin_cli::EXIT_CODES`]).
+//! ([`admin::EXIT_CODES`]).
 //! [`run`] writes to the given streams so tests drive the CLI in-process.
 
 use std::ffi::OsString;
-use std::io::{BufRead, IsTerminal, Read, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
-use serde::Deserialize;
-use serde_json::{Value, json};
 
-use crate::admin_cli::{
-    self, AccountCommand, CampaignCommand, Connection, ConversationCommand, EndpointCommand,
+pub mod adapter;
+pub mod admin;
+pub mod serve;
+
+pub use adapter::spec_json;
+use admin::{
+    AccountCommand, CampaignCommand, Connection, ConversationCommand, EndpointCommand,
     PluginCommand, TemplateCommand,
 };
-use crate::plugins::types::{BotOutput, RenderContext, RequestSpec};
-use crate::plugins::{AdapterPlugin, BUNDLED_WHATSAPP, PluginLimits, PluginRuntime};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -124,7 +124,7 @@ enum Command {
         command: SecretsCommand,
     },
     /// Install, list, inspect and remove the plugins of a running host (admin API).
-    #[command(after_help = admin_cli::EXIT_CODES)]
+    #[command(after_help = admin::EXIT_CODES)]
     Plugin {
         #[command(flatten)]
         connection: Connection,
@@ -133,7 +133,7 @@ enum Command {
     },
     /// Create, list, show, change, enable, disable, verify and delete a running host's
     /// endpoints (admin API).
-    #[command(after_help = admin_cli::EXIT_CODES)]
+    #[command(after_help = admin::EXIT_CODES)]
     Endpoint {
         #[command(flatten)]
         connection: Connection,
@@ -141,7 +141,7 @@ enum Command {
         command: EndpointCommand,
     },
     /// List an endpoint's conversations and show their transcripts (admin API).
-    #[command(after_help = admin_cli::EXIT_CODES)]
+    #[command(after_help = admin::EXIT_CODES)]
     Conversation {
         #[command(flatten)]
         connection: Connection,
@@ -150,7 +150,7 @@ enum Command {
     },
     /// Set up, list, show, subscribe, unsubscribe and remove WhatsApp Business accounts
     /// (admin API).
-    #[command(after_help = admin_cli::EXIT_CODES)]
+    #[command(after_help = admin::EXIT_CODES)]
     Account {
         #[command(flatten)]
         connection: Connection,
@@ -159,7 +159,7 @@ enum Command {
     },
     /// Sync, list, create and delete a WhatsApp Business account's message templates
     /// (admin API).
-    #[command(after_help = admin_cli::EXIT_CODES)]
+    #[command(after_help = admin::EXIT_CODES)]
     Template {
         #[command(flatten)]
         connection: Connection,
@@ -168,7 +168,7 @@ enum Command {
     },
     /// Create, list, show, pause, resume, cancel and watch an endpoint's template campaigns;
     /// list its opt-outs and opt a user back in (admin API).
-    #[command(after_help = admin_cli::EXIT_CODES)]
+    #[command(after_help = admin::EXIT_CODES)]
     Campaign {
         #[command(flatten)]
         connection: Connection,
@@ -260,17 +260,6 @@ struct PluginArg {
     plugin: Option<PathBuf>,
 }
 
-/// The `render` input: one context and one or several outputs.
-#[derive(Deserialize)]
-struct RenderInput {
-    context: RenderContext,
-    #[serde(default)]
-    output: Option<BotOutput>,
-    #[serde(default)]
-    outputs: Vec<BotOutput>,
-}
-
-/// A failure to report on stderr, with exit code 1.
 struct Failure(String);
 
 impl<E: std::fmt::Display> From<E> for Failure {
@@ -324,10 +313,10 @@ where
     let result = match cli.command {
         Command::Adapter {
             command: AdapterCommand::Decode { file, plugin },
-        } => decode(&file, &plugin, out, err),
+        } => adapter::decode(&file, &plugin, out, err),
         Command::Adapter {
             command: AdapterCommand::Render { file, plugin },
-        } => render(&file, &plugin, out),
+        } => adapter::render(&file, &plugin, out),
         Command::Chat {
             flow,
             hooks,
@@ -351,22 +340,22 @@ where
             };
             crate::chat::run(&options, input, out, terminal).map_err(Failure)
         }
-        Command::Serve { config } => crate::serve::cli::serve(config, out).map_err(Failure),
+        Command::Serve { config } => serve::serve(config, out).map_err(Failure),
         Command::Replay {
             config,
             data_dir,
             id,
             all,
-        } => crate::serve::cli::replay(config, data_dir, id, all, out).map_err(Failure),
+        } => serve::replay(config, data_dir, id, all, out).map_err(Failure),
         Command::Secrets { command } => {
-            use crate::serve::cli::SecretsAction;
+            use serve::SecretsAction;
             let (action, args) = match command {
                 SecretsCommand::Status { args } => (SecretsAction::Status, args),
                 SecretsCommand::Encrypt { args } => (SecretsAction::Encrypt, args),
                 SecretsCommand::Rotate { args } => (SecretsAction::Rotate, args),
                 SecretsCommand::Decrypt { args } => (SecretsAction::Decrypt, args),
             };
-            crate::serve::cli::secrets(
+            serve::secrets(
                 action,
                 args.config,
                 args.data_dir,
@@ -381,43 +370,43 @@ where
             connection,
             command,
         } => {
-            let group = admin_cli::Group::Plugin(command);
-            return admin_cli::run(&connection, group, input, session, out, err);
+            let group = admin::Group::Plugin(command);
+            return admin::run(&connection, group, input, session, out, err);
         }
         Command::Endpoint {
             connection,
             command,
         } => {
-            let group = admin_cli::Group::Endpoint(command);
-            return admin_cli::run(&connection, group, input, session, out, err);
+            let group = admin::Group::Endpoint(command);
+            return admin::run(&connection, group, input, session, out, err);
         }
         Command::Conversation {
             connection,
             command,
         } => {
-            let group = admin_cli::Group::Conversation(command);
-            return admin_cli::run(&connection, group, input, session, out, err);
+            let group = admin::Group::Conversation(command);
+            return admin::run(&connection, group, input, session, out, err);
         }
         Command::Account {
             connection,
             command,
         } => {
-            let group = admin_cli::Group::Account(command);
-            return admin_cli::run(&connection, group, input, session, out, err);
+            let group = admin::Group::Account(command);
+            return admin::run(&connection, group, input, session, out, err);
         }
         Command::Template {
             connection,
             command,
         } => {
-            let group = admin_cli::Group::Template(command);
-            return admin_cli::run(&connection, group, input, session, out, err);
+            let group = admin::Group::Template(command);
+            return admin::run(&connection, group, input, session, out, err);
         }
         Command::Campaign {
             connection,
             command,
         } => {
-            let group = admin_cli::Group::Campaign(command);
-            return admin_cli::run(&connection, group, input, session, out, err);
+            let group = admin::Group::Campaign(command);
+            return admin::run(&connection, group, input, session, out, err);
         }
     };
     match result {
@@ -457,70 +446,7 @@ pub fn init_tracing() {
         .try_init();
 }
 
-fn decode(
-    file: &Path,
-    plugin: &PluginArg,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> Result<(), Failure> {
-    let body = read_input(file)?;
-    let adapter = load_plugin(plugin)?;
-    let decoded = adapter.decode(&body)?.map_err(|e| {
-        Failure(format!(
-            "the {} adapter rejected the body: {}",
-            adapter.name(),
-            adapter_error(&e)
-        ))
-    })?;
-    for skipped in &decoded.skipped {
-        writeln!(err, "skipped {}: {}", skipped.path, skipped.reason)?;
-    }
-    for event in &decoded.events {
-        writeln!(out, "{}", serde_json::to_string(event)?)?;
-    }
-    Ok(())
-}
-
-fn render(file: &Path, plugin: &PluginArg, out: &mut dyn Write) -> Result<(), Failure> {
-    let bytes = read_input(file)?;
-    let input: RenderInput = serde_json::from_slice(&bytes).map_err(|e| {
-        Failure(format!(
-            "{}: not a render input ({e}); see README \"adapter render\"",
-            file.display()
-        ))
-    })?;
-    let outputs: Vec<BotOutput> = input.output.into_iter().chain(input.outputs).collect();
-    if outputs.is_empty() {
-        return Err(Failure(format!(
-            "{}: no \"output\" or \"outputs\" to render",
-            file.display()
-        )));
-    }
-    let adapter = load_plugin(plugin)?;
-    for (index, output) in outputs.iter().enumerate() {
-        let specs = adapter.render(output, &input.context)?.map_err(|e| {
-            Failure(format!(
-                "output {index}: the {} adapter refused it: {}",
-                adapter.name(),
-                adapter_error(&e)
-            ))
-        })?;
-        for spec in &specs {
-            writeln!(out, "{}", serde_json::to_string(&spec_json(spec))?)?;
-        }
-    }
-    Ok(())
-}
-
-/// A request spec as JSON with its body parsed (the body is JSON text in the contract).
-pub fn spec_json(spec: &RequestSpec) -> Value {
-    json!({
-        "method": spec.method,
-        "path": spec.path,
-        "body": serde_json::from_str::<Value>(&spec.body).unwrap_or_else(|_| Value::String(spec.body.clone())),
-    })
-}
-
+/// An adapter's refusal as one line of text.
 pub(crate) fn adapter_error(e: &crate::plugins::types::AdapterError) -> String {
     use crate::plugins::types::AdapterError;
     match e {
@@ -528,33 +454,4 @@ pub(crate) fn adapter_error(e: &crate::plugins::types::AdapterError) -> String {
         AdapterError::Unsupported(m) => format!("unsupported: {m}"),
         AdapterError::Invalid(m) => format!("invalid: {m}"),
     }
-}
-
-fn read_input(file: &Path) -> Result<Vec<u8>, Failure> {
-    if file == Path::new("-") {
-        let mut bytes = Vec::new();
-        std::io::stdin().read_to_end(&mut bytes)?;
-        return Ok(bytes);
-    }
-    std::fs::read(file).map_err(|e| Failure(format!("cannot read {}: {e}", file.display())))
-}
-
-fn load_plugin(arg: &PluginArg) -> Result<AdapterPlugin, Failure> {
-    let runtime = Arc::new(
-        PluginRuntime::new()
-            .map_err(|e| Failure(format!("cannot start the plugin runtime: {e:#}")))?,
-    );
-    let (bytes, origin) = match &arg.plugin {
-        Some(path) => (
-            std::fs::read(path)
-                .map_err(|e| Failure(format!("cannot read plugin {}: {e}", path.display())))?,
-            path.display().to_string(),
-        ),
-        None => (
-            BUNDLED_WHATSAPP.to_vec(),
-            "the bundled WhatsApp adapter".to_string(),
-        ),
-    };
-    AdapterPlugin::load(&runtime, &bytes, PluginLimits::default())
-        .map_err(|e| Failure(format!("cannot load {origin}: {e}")))
 }

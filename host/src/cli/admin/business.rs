@@ -22,10 +22,9 @@ use reqwest::Method;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{
-    AdminError, Body, Call, Connection, EXIT_CODES, Session, Target, View, display, field, items,
-    labelled, read_json, table, usage, when,
-};
+use super::client::{Session, Target};
+use super::tables::{display, field, items, labelled, table, when};
+use super::{AdminError, Body, Call, Connection, EXIT_CODES, View, read_json, usage};
 
 /// The environment variable `account setup` reads the Meta token from.
 pub const META_TOKEN_ENV: &str = "PLUGBOARD_META_TOKEN";
@@ -895,7 +894,7 @@ pub(super) fn opt_out_table(opt_outs: &[Value]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::super::parse_base;
+    use super::super::client::parse_base;
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
 

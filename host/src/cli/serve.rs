@@ -1,4 +1,4 @@
-//! The `serve` and `replay` commands: configuration discovery, the demo endpoint, the
+//! The `serve`, `replay` and `secrets` commands: configuration discovery, the demo endpoint, the
 //! runtime, signals.
 //!
 //! Config discovery: `--config FILE`, else `$PLUGBOARD_CONFIG`, else `./plugboard.toml`,
@@ -14,9 +14,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::Server;
-use super::config::ServeConfig;
 use crate::secretbox::{KEY_ENV, Keyring, SecretKey};
+use crate::serve::Server;
+use crate::serve::config::ServeConfig;
 use crate::store::sqlite::private::DataDirLock;
 use crate::store::{SecretsReport, SqliteOptions, SqliteStore, Store};
 
@@ -50,7 +50,7 @@ fn repo_root() -> PathBuf {
 
 pub fn serve(config: Option<PathBuf>, out: &mut dyn Write) -> Result<(), String> {
     let (config, demo) = discover(config)?;
-    super::logging::init(config.log_format);
+    crate::serve::logging::init(config.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -163,7 +163,7 @@ pub fn replay(
             return Ok(());
         }
         let count = store
-            .replay_inbox(id, super::now_ms())
+            .replay_inbox(id, crate::serve::now_ms())
             .await
             .map_err(|e| e.to_string())?;
         writeln!(out, "{count} webhook(s) queued again").map_err(io)?;
