@@ -42,6 +42,7 @@ pub mod chat;
 pub mod cli;
 pub mod conversation;
 pub mod egress;
+pub mod endpoints;
 pub mod flow;
 pub mod plugins;
 pub mod redact;

@@ -1,17 +1,14 @@
-//! Endpoints: specs in the store, loaded endpoints in the registry.
+//! Endpoints: thin HTTP handlers over [`crate::endpoints::lifecycle`], plus the views.
 //!
 //! A request body is an [`EndpointSpec`] in JSON (the keys of a TOML `[[endpoints]]`
-//! table). Create and update go through the same steps, and stop at the first that fails:
-//! 1. read the JSON into a spec (400 `invalid_body` naming the field serde could not take);
-//! 2. resolve and validate it as the config loader does (400 `invalid_field`, the message
-//!    names the field), `handover.webhook_url` against the egress policy (400 for an
-//!    internal address);
-//! 3. load it: plugin, flow, hooks, signature key (422 `invalid_config`); files only from
-//!    inside `flows_dir`/`plugins_dir` (outside: "… is outside flows_dir", whether or not
-//!    the file exists), literal http-node URLs against the egress policy;
-//! 4. commit the row; 5. swap the loaded endpoint into the registry.
+//! table). The lifecycle validates, loads, commits and swaps; its [`EndpointError`]s
+//! become answers here: 400 `invalid_body` (not a spec: the field serde could not take),
+//! 400 `invalid_field` (the message names the field; an internal `handover.webhook_url`
+//! too), 422 `invalid_config` (plugin, flow, hooks or signature key do not load; files
+//! outside `flows_dir`/`plugins_dir` are "… outside flows_dir", whether or not they
+//! exist), 404 `not_found`, 409 `exists`/`number_in_use`/`disconnected`, 503 for the store.
 //!
-//! Steps 3 to 5 run under `Shared::admin_lock` (two changes never interleave) and in a
+//! Each change runs under `Shared::admin_lock` (two changes never interleave) and in a
 //! task of their own ([`detached`]), so a client that goes away cannot stop a change
 //! between its commit and its swap.
 //!
@@ -28,19 +25,18 @@ use axum::extract::{Path as UrlPath, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::endpoints::endpoint::Activity;
+use crate::endpoints::lifecycle::{EndpointError, Lifecycle};
 use crate::serve::Shared;
 use crate::serve::config::{EndpointConfig, EndpointSpec, SPEC_SECRETS, Secret};
-use crate::serve::endpoint::Activity;
-use crate::serve::registry::{self, spec_json};
-use crate::store::admin::{EndpointState, StoredEndpoint, StoredPlugin};
+use crate::store::admin::{EndpointState, StoredEndpoint};
 
 use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
-use super::token_binding::{self, Token};
 use super::{PREFIX, blocking, mask};
 
 pub fn routes() -> OpenApiRouter<Arc<Shared>> {
@@ -143,54 +139,14 @@ async fn create(
     State(shared): State<Arc<Shared>>,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<(StatusCode, axum::Json<EndpointView>)> {
-    refuse_env_secrets(&body)?;
-    let spec = absolute(&shared, read_spec(body)?);
-    // A first binding: whatever token is given goes to this base.
-    token_binding::check(
-        TOKEN_FIELDS,
-        None,
-        &token_binding::effective_base(spec.graph_api_base.as_deref()),
-        spec.access_token
-            .as_deref()
-            .map_or(Token::Absent, Token::Given),
-    )
-    .map_err(|e| ApiError::invalid_field(e.to_string()))?;
-    let config = resolve(&shared, &spec)?;
-    let view = detached(create_endpoint(shared, spec, config)).await?;
-    Ok((StatusCode::CREATED, axum::Json(view)))
-}
-
-async fn create_endpoint(
-    shared: Arc<Shared>,
-    spec: EndpointSpec,
-    config: EndpointConfig,
-) -> ApiResult<EndpointView> {
-    let _change = shared.admin_lock.lock().await;
-    check_number_free(&shared, &config, None).await?;
-    if blocking(&shared, {
-        let id = spec.id.clone();
-        move |store| store.endpoint_row(&id)
+    let (spec, config) = lifecycle(&shared).validate_new(body)?;
+    let view = detached(async move {
+        let held = shared.admin_lock.lock().await;
+        let row = lifecycle(&shared).create(&held, spec, config).await?;
+        view(&shared, row).await
     })
-    .await?
-    .is_some()
-    {
-        return Err(ApiError::conflict(
-            "exists",
-            format!("endpoint `{}` exists; PATCH it instead", spec.id),
-        ));
-    }
-    let endpoint = load(&shared, config, None).await?;
-    let (json, _) = spec_json(&spec).map_err(ApiError::internal)?;
-    if !shared.store.insert_endpoint(&spec.id, json).await? {
-        return Err(ApiError::conflict(
-            "exists",
-            format!("endpoint `{}` exists", spec.id),
-        ));
-    }
-    shared.endpoints.insert(endpoint);
-    tracing::info!(endpoint = %spec.id, "endpoint created through the admin API");
-    let row = stored(&shared, &spec.id).await?;
-    view(&shared, row).await
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(view)))
 }
 
 #[utoipa::path(get, path = "/admin/v1/endpoints/{id}", tag = "endpoints",
@@ -222,8 +178,9 @@ async fn update(
         ));
     };
     detached(async move {
-        let _change = shared.admin_lock.lock().await;
-        apply(&shared, &id, patch, None).await
+        let held = shared.admin_lock.lock().await;
+        let row = lifecycle(&shared).update(&held, &id, patch).await?;
+        view(&shared, row).await
     })
     .await
     .map(axum::Json)
@@ -236,19 +193,14 @@ async fn delete(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<StatusCode> {
-    detached(delete_endpoint(shared, id)).await
-}
-
-async fn delete_endpoint(shared: Arc<Shared>, id: String) -> ApiResult<StatusCode> {
-    let _change = shared.admin_lock.lock().await;
-    if !shared.store.delete_endpoint(&id).await? {
-        return Err(not_found(&id));
-    }
-    shared.endpoints.remove(&id);
-    // Its webhooks went with it.
-    super::events::refresh(&shared, &id).await?;
-    tracing::info!(endpoint = %id, "endpoint deleted through the admin API");
-    Ok(StatusCode::NO_CONTENT)
+    detached(async move {
+        let held = shared.admin_lock.lock().await;
+        lifecycle(&shared).delete(&held, &id).await?;
+        // Its webhooks went with it.
+        super::events::refresh(&shared, &id).await?;
+        Ok(StatusCode::NO_CONTENT)
+    })
+    .await
 }
 
 #[utoipa::path(post, path = "/admin/v1/endpoints/{id}/enable", tag = "endpoints",
@@ -284,30 +236,13 @@ async fn disconnect(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
 ) -> ApiResult<axum::Json<EndpointView>> {
-    detached(disconnect_endpoint(shared, id))
-        .await
-        .map(axum::Json)
-}
-
-async fn disconnect_endpoint(shared: Arc<Shared>, id: String) -> ApiResult<EndpointView> {
-    let _change = shared.admin_lock.lock().await;
-    let row = stored(&shared, &id).await?;
-    let mut spec = parse_stored(&row)?;
-    spec.access_token = None;
-    spec.app_secret = None;
-    spec.verify_token = String::new();
-    let (json, _) = spec_json(&spec).map_err(ApiError::internal)?;
-    if !shared
-        .store
-        .update_endpoint(&id, json, EndpointState::Disconnected)
-        .await?
-    {
-        return Err(not_found(&id));
-    }
-    shared.endpoints.remove(&id);
-    tracing::info!(endpoint = %id, "endpoint disconnected; credentials removed");
-    let row = stored(&shared, &id).await?;
-    view(&shared, row).await
+    detached(async move {
+        let held = shared.admin_lock.lock().await;
+        let row = lifecycle(&shared).disconnect(&held, &id).await?;
+        view(&shared, row).await
+    })
+    .await
+    .map(axum::Json)
 }
 
 /// Checks the credentials against the Graph API: `GET /{phone_number_id}` with the access
@@ -408,126 +343,39 @@ async fn qr_code(
 
 // ------------------------------------------------------------------------------ helpers
 
-fn not_found(id: &str) -> ApiError {
-    ApiError::not_found(format!("no endpoint `{id}`"))
-}
-
-async fn stored(shared: &Arc<Shared>, id: &str) -> ApiResult<StoredEndpoint> {
-    let key = id.to_string();
-    blocking(shared, move |store| store.endpoint_row(&key))
-        .await?
-        .ok_or_else(|| not_found(id))
-}
-
-fn read_spec(body: Value) -> ApiResult<EndpointSpec> {
-    serde_json::from_value(body).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_body",
-            format!(
-                "not an endpoint spec: {}",
-                crate::redact::redact_values(&e.to_string())
-            ),
-        )
-    })
-}
-
-fn parse_stored(row: &StoredEndpoint) -> ApiResult<EndpointSpec> {
-    serde_json::from_str(&row.spec).map_err(|e| {
-        ApiError::internal(format!("stored endpoint `{}` cannot be read: {e}", row.id))
-    })
-}
-
-fn resolve(shared: &Shared, spec: &EndpointSpec) -> ApiResult<EndpointConfig> {
-    let config = spec
-        .resolve(Path::new("/"), "spec")
-        .map_err(ApiError::invalid_field)?;
-    // Where the URL is known now, an internal destination is refused now (400); the
-    // egress client refuses it again at connect time.
-    config
-        .check_egress(shared.bounds.egress.policy(), "spec")
-        .map_err(ApiError::invalid_field)?;
-    Ok(config)
-}
-
-async fn load(
-    shared: &Arc<Shared>,
-    config: EndpointConfig,
-    candidate: Option<StoredPlugin>,
-) -> ApiResult<crate::serve::endpoint::Endpoint> {
-    registry::load(
-        config,
-        shared.store.clone(),
-        shared.runtime.clone(),
-        candidate,
-        shared.bounds.clone(),
-    )
-    .await
-    .map_err(|e| ApiError::unprocessable("invalid_config", e))
-}
-
-/// A spec's relative paths, as the host's working directory sees them, made absolute
-/// (the store keeps the spec for later starts, maybe from elsewhere).
-/// Relative paths in a spec from the API are relative to `flows_dir` (the flow) and
-/// `plugins_dir` (components), the directories they are confined to.
-fn absolute(shared: &Shared, spec: EndpointSpec) -> EndpointSpec {
-    let roots = &shared.bounds.files;
-    spec.absolute_in(&roots.flows_dir, &roots.plugins_dir)
-}
-
-/// Secrets come through the API as literals: an `env:NAME` reference would let an admin
-/// read any of the host's environment variables (sent as a bearer token to a Graph API
-/// base of their choosing). References belong in the config file.
-fn refuse_env_secrets(body: &Value) -> ApiResult<()> {
-    match body {
-        Value::Object(map) => map
-            .iter()
-            .try_for_each(|(key, value)| refuse_env_secret(key, value)),
-        _ => Ok(()),
+/// The lifecycle's handles, from what the admin routes share.
+pub(crate) fn lifecycle(shared: &Shared) -> Lifecycle<'_> {
+    Lifecycle {
+        store: &shared.store,
+        registry: &shared.endpoints,
+        runtime: &shared.runtime,
+        bounds: &shared.bounds,
     }
 }
 
-fn refuse_env_secret(key: &str, value: &Value) -> ApiResult<()> {
-    let reference = value
-        .as_str()
-        .is_some_and(|v| v.starts_with(crate::serve::config::ENV_PREFIX));
-    if SPEC_SECRETS.contains(&key) && reference {
-        return Err(ApiError::invalid_field(format!(
-            "spec.{key}: `env:` references are read from the config file only; send the value"
-        )));
-    }
-    Ok(())
-}
-
-/// Where the token and the base are in an endpoint spec, for [`token_binding::check`].
-const TOKEN_FIELDS: token_binding::Fields<'static> = token_binding::Fields {
-    token: "spec.access_token",
-    base: "spec.graph_api_base",
-};
-
-/// The access token a merge patch leaves: given (as sent, even masked), kept, or removed.
-enum PatchedToken {
-    Given(String),
-    Kept,
-}
-
-impl PatchedToken {
-    fn as_token(&self) -> Token<'_> {
-        match self {
-            PatchedToken::Given(value) => Token::Given(value),
-            PatchedToken::Kept => Token::Kept,
+/// The lifecycle's refusals as the answers the API has always given.
+impl From<EndpointError> for ApiError {
+    fn from(e: EndpointError) -> ApiError {
+        match e {
+            EndpointError::NotFound(_) => ApiError::not_found(e.to_string()),
+            EndpointError::Conflict { code, message } => ApiError::conflict(code, message),
+            EndpointError::InvalidBody(message) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", message)
+            }
+            EndpointError::Invalid(message) => ApiError::invalid_field(message),
+            EndpointError::Load(message) => ApiError::unprocessable("invalid_config", message),
+            EndpointError::Store(e) => ApiError::from(e),
+            EndpointError::Internal(message) => ApiError::internal(message),
         }
     }
 }
 
-/// `None`: no token after the patch (never had one, or `null` removes it).
-fn patched_token(current: &Value, patch: &Map<String, Value>) -> Option<PatchedToken> {
-    match patch.get("access_token") {
-        Some(Value::String(value)) => Some(PatchedToken::Given(value.clone())),
-        // Not a string: the spec refuses it further on; nothing is stored.
-        Some(_) => None,
-        None => current.get("access_token").map(|_| PatchedToken::Kept),
-    }
+async fn stored(shared: &Shared, id: &str) -> ApiResult<StoredEndpoint> {
+    Ok(lifecycle(shared).stored(id).await?)
+}
+
+fn parse_stored(row: &StoredEndpoint) -> ApiResult<EndpointSpec> {
+    Ok(crate::endpoints::lifecycle::parse_stored(row)?)
 }
 
 /// Runs an admin change to completion even if the client goes away: its store write is
@@ -538,161 +386,12 @@ pub(crate) async fn detached<T: Send + 'static>(
     tokio::spawn(change).await?
 }
 
-/// One number, one endpoint: webhooks are routed by endpoint, replies go out from its
-/// number, and two endpoints on one number would answer each other's users.
-async fn check_number_free(
-    shared: &Arc<Shared>,
-    config: &EndpointConfig,
-    except: Option<&str>,
-) -> ApiResult<()> {
-    let rows = blocking(shared, |store| store.endpoints()).await?;
-    for row in rows {
-        if Some(row.id.as_str()) == except || row.id == config.id {
-            continue;
-        }
-        if let Ok(spec) = serde_json::from_str::<EndpointSpec>(&row.spec)
-            && spec.phone_number_id == config.phone_number_id
-        {
-            return Err(ApiError::conflict(
-                "number_in_use",
-                format!(
-                    "phone_number_id {} is served by endpoint `{}`",
-                    config.phone_number_id, row.id
-                ),
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Merge-patches the stored spec, then validates, loads, commits and swaps it in. The
-/// caller holds `shared.admin_lock`.
-pub async fn apply(
-    shared: &Arc<Shared>,
-    id: &str,
-    patch: Map<String, Value>,
-    candidate: Option<StoredPlugin>,
-) -> ApiResult<EndpointView> {
-    let endpoint = prepare(shared, id, patch, candidate).await?;
-    commit(shared, endpoint).await
-}
-
-/// A patched endpoint, loaded and checked, with the spec to store; nothing changed yet.
-pub struct Prepared {
-    spec: EndpointSpec,
-    endpoint: crate::serve::endpoint::Endpoint,
-}
-
-impl Prepared {
-    pub fn id(&self) -> &str {
-        &self.spec.id
-    }
-}
-
-/// The first half of [`apply`]: read, patch, validate, load.
-pub async fn prepare(
-    shared: &Arc<Shared>,
-    id: &str,
-    patch: Map<String, Value>,
-    candidate: Option<StoredPlugin>,
-) -> ApiResult<Prepared> {
-    let row = stored(shared, id).await?;
-    let current: Value = serde_json::from_str(&row.spec)
-        .map_err(|e| ApiError::internal(format!("stored endpoint `{id}` cannot be read: {e}")))?;
-    let mut merged = current.clone();
-    let token = patched_token(&current, &patch);
-    for (key, value) in patch {
-        if key == "id" && value.as_str() != Some(id) {
-            return Err(ApiError::invalid_field(
-                "spec.id cannot change; create a new endpoint instead",
-            ));
-        }
-        // A secret sent back as it was read (masked, or the `env:` reference the config
-        // file wrote) keeps the stored one.
-        let old = current.get(&key).and_then(Value::as_str);
-        let unchanged_secret = SPEC_SECRETS.contains(&key.as_str())
-            && old.is_some_and(|old| {
-                value.as_str() == Some(mask(old).as_str()) || value.as_str() == Some(old)
-            });
-        if unchanged_secret {
-            continue;
-        }
-        refuse_env_secret(&key, &value)?;
-        merge(&mut merged, key, value);
-    }
-    // The access token goes to the Graph API base: a new base needs a literal token given
-    // with it, or anyone with the admin token could send the stored one to a host of theirs.
-    let base = |spec: &Value| {
-        token_binding::effective_base(spec.get("graph_api_base").and_then(Value::as_str))
-    };
-    token_binding::check(
-        TOKEN_FIELDS,
-        Some(&base(&current)),
-        &base(&merged),
-        token.as_ref().map_or(Token::Absent, |t| t.as_token()),
-    )
-    .map_err(|e| ApiError::invalid_field(e.to_string()))?;
-    let spec = absolute(shared, read_spec(merged)?);
-    let config = resolve(shared, &spec)?;
-    check_number_free(shared, &config, Some(id)).await?;
-    let endpoint = load(shared, config, candidate).await?;
-    Ok(Prepared { spec, endpoint })
-}
-
-/// The second half of [`apply`]: commit the spec, then serve the loaded endpoint.
-pub async fn commit(shared: &Arc<Shared>, prepared: Prepared) -> ApiResult<EndpointView> {
-    let Prepared { spec, endpoint } = prepared;
-    let (json, _) = spec_json(&spec).map_err(ApiError::internal)?;
-    if !shared
-        .store
-        .update_endpoint(&spec.id, json, EndpointState::Active)
-        .await?
-    {
-        return Err(not_found(&spec.id));
-    }
-    shared.endpoints.insert(endpoint);
-    tracing::info!(endpoint = %spec.id, "endpoint changed through the admin API");
-    let row = stored(shared, &spec.id).await?;
-    view(shared, row).await
-}
-
-/// RFC 7396: objects merge key by key, `null` removes, anything else replaces.
-fn merge(target: &mut Value, key: String, value: Value) {
-    let Value::Object(map) = target else {
-        return;
-    };
-    match value {
-        Value::Null => {
-            map.remove(&key);
-        }
-        Value::Object(patch) => {
-            let entry = map.entry(key).or_insert_with(|| Value::Object(Map::new()));
-            if !entry.is_object() {
-                *entry = Value::Object(Map::new());
-            }
-            for (k, v) in patch {
-                merge(entry, k, v);
-            }
-        }
-        other => {
-            map.insert(key, other);
-        }
-    }
-}
-
 async fn set_enabled(shared: &Arc<Shared>, id: &str, enabled: bool) -> ApiResult<EndpointView> {
-    let mut patch = Map::new();
-    patch.insert("enabled".into(), Value::Bool(enabled));
     let (shared, id) = (shared.clone(), id.to_string());
     detached(async move {
-        let _change = shared.admin_lock.lock().await;
-        if stored(&shared, &id).await?.state == EndpointState::Disconnected {
-            return Err(ApiError::conflict(
-                "disconnected",
-                format!("endpoint `{id}` is disconnected: PATCH its credentials to reconnect it"),
-            ));
-        }
-        apply(&shared, &id, patch, None).await
+        let held = shared.admin_lock.lock().await;
+        let row = lifecycle(&shared).set_enabled(&held, &id, enabled).await?;
+        view(&shared, row).await
     })
     .await
 }
@@ -770,7 +469,7 @@ pub async fn view(shared: &Arc<Shared>, row: StoredEndpoint) -> ApiResult<Endpoi
 fn health(
     row: &StoredEndpoint,
     spec: &EndpointSpec,
-    served: Option<&crate::serve::endpoint::Endpoint>,
+    served: Option<&crate::endpoints::endpoint::Endpoint>,
     enabled: bool,
 ) -> Health {
     if row.state == EndpointState::Disconnected {
@@ -905,19 +604,6 @@ fn graph_problem(status: StatusCode, body: &Value, phone_number_id: &str) -> Pro
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn merge_patch() {
-        let mut doc = json!({"a": 1, "h": {"x": 1, "y": 2}, "t": "s"});
-        for (k, v) in [
-            ("a".to_string(), Value::Null),
-            ("h".to_string(), json!({"x": null, "z": 3})),
-            ("t".to_string(), json!("u")),
-        ] {
-            merge(&mut doc, k, v);
-        }
-        assert_eq!(doc, json!({"h": {"y": 2, "z": 3}, "t": "u"}));
-    }
 
     #[test]
     fn wa_me_links() {

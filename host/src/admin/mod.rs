@@ -24,7 +24,7 @@
 //! that is not annotated is not mounted ([`utoipa_axum::routes!`] builds both).
 //!
 //! A change is validated and loaded completely first, then committed to the store, then
-//! swapped into the running [`crate::serve::registry::Registry`]: nothing is half-applied,
+//! swapped into the running [`crate::endpoints::registry::Registry`]: nothing is half-applied,
 //! and what a restart loads from the store is what was running.
 
 pub mod accounts;
@@ -34,8 +34,10 @@ pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod plugins;
-pub mod token_binding;
 pub mod webitel;
+
+/// The token-binding rule lives with the endpoint lifecycle; admin paths ask it too.
+pub use crate::endpoints::token_binding;
 
 use std::sync::Arc;
 

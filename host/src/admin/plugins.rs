@@ -22,6 +22,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::endpoints::lifecycle::{Held, Prepared};
 use crate::plugins::types::ChannelInfo;
 use crate::plugins::{AdapterPlugin, BUNDLED_WHATSAPP, PluginLimits};
 use crate::serve::Shared;
@@ -301,10 +302,10 @@ async fn store_plugin(
     replace: bool,
 ) -> ApiResult<StoredPlugin> {
     let name = stored.name.clone();
-    let _change = shared.admin_lock.lock().await;
+    let held = shared.admin_lock.lock().await;
     // A replacement must serve every endpoint on the old one before anything is stored.
     let reloaded = if replace {
-        prepare_users(&shared, &stored).await?
+        prepare_users(&shared, &held, &stored).await?
     } else {
         Vec::new()
     };
@@ -315,7 +316,7 @@ async fn store_plugin(
         ));
     }
     tracing::info!(plugin = %name, version = %stored.version, sha256 = %stored.sha256, "plugin installed");
-    serve_users(&shared, reloaded).await?;
+    serve_users(&shared, &held, reloaded).await?;
     Ok(stored)
 }
 
@@ -365,35 +366,38 @@ fn set_stored_limits(plugin: &mut StoredPlugin, limits: &PluginLimits) {
 /// 422 naming the first that does not load, and then nothing is stored.
 async fn prepare_users(
     shared: &Arc<Shared>,
+    held: &Held<'_>,
     candidate: &StoredPlugin,
-) -> ApiResult<Vec<endpoints::Prepared>> {
+) -> ApiResult<Vec<Prepared>> {
     let mut prepared = Vec::new();
     for id in used_by(shared, &candidate.name).await? {
         if shared.endpoints.get(&id).is_none() {
             continue;
         }
-        let endpoint =
-            endpoints::prepare(shared, &id, serde_json::Map::new(), Some(candidate.clone()))
-                .await
-                .map_err(|e| {
-                    ApiError::unprocessable(
-                        "plugin_rejected",
-                        format!(
-                            "endpoint `{id}` would not load on it, so nothing was changed: {}",
-                            e.message
-                        ),
-                    )
-                })?;
+        let no_change = serde_json::Map::new();
+        let endpoint = endpoints::lifecycle(shared)
+            .prepare(held, &id, no_change, Some(candidate.clone()))
+            .await
+            .map_err(|e| {
+                ApiError::unprocessable(
+                    "plugin_rejected",
+                    format!("endpoint `{id}` would not load on it, so nothing was changed: {e}"),
+                )
+            })?;
         prepared.push(endpoint);
     }
     Ok(prepared)
 }
 
 /// Serves the endpoints [`prepare_users`] loaded (the plugin row has committed).
-async fn serve_users(shared: &Arc<Shared>, prepared: Vec<endpoints::Prepared>) -> ApiResult<()> {
+async fn serve_users(
+    shared: &Arc<Shared>,
+    held: &Held<'_>,
+    prepared: Vec<Prepared>,
+) -> ApiResult<()> {
     for endpoint in prepared {
         let id = endpoint.id().to_string();
-        endpoints::commit(shared, endpoint).await?;
+        endpoints::lifecycle(shared).commit(held, endpoint).await?;
         tracing::info!(endpoint = %id, "endpoint reloaded on the changed plugin");
     }
     Ok(())
@@ -425,7 +429,7 @@ async fn change_limits(
     name: String,
     patch: LimitsPatch,
 ) -> ApiResult<StoredPlugin> {
-    let _change = shared.admin_lock.lock().await;
+    let held = shared.admin_lock.lock().await;
     let key = name.clone();
     let mut plugin = blocking(&shared, move |store| store.plugin(&key))
         .await?
@@ -438,7 +442,7 @@ async fn change_limits(
     set_stored_limits(&mut plugin, &limits);
     // Every endpoint on it must load under the new limits; with none, the component must
     // at least answer its smoke call under them.
-    let reloaded = prepare_users(&shared, &plugin).await?;
+    let reloaded = prepare_users(&shared, &held, &plugin).await?;
     if reloaded.is_empty() {
         let (runtime, wasm) = (shared.runtime.clone(), plugin.wasm.clone());
         tokio::task::spawn_blocking(move || AdapterPlugin::load(&runtime, &wasm, limits))
@@ -452,7 +456,7 @@ async fn change_limits(
     }
     shared.store.install_plugin(plugin.clone(), true).await?;
     tracing::info!(plugin = %name, "plugin limits changed");
-    serve_users(&shared, reloaded).await?;
+    serve_users(&shared, &held, reloaded).await?;
     Ok(plugin)
 }
 

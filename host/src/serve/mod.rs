@@ -35,15 +35,12 @@
 
 pub mod config;
 pub mod edge;
-pub mod endpoint;
-pub mod files;
 pub mod graph_paths;
 pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod notices;
 pub mod pipeline;
-pub mod registry;
 pub mod retry;
 pub mod sender;
 pub mod signature;
@@ -62,14 +59,15 @@ use anyhow::Context;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 
+use crate::endpoints::endpoint::{self, Endpoint};
+use crate::endpoints::files;
+use crate::endpoints::registry::{self, Registry};
 use crate::plugins::PluginRuntime;
 use crate::store::sqlite::private;
 use crate::store::{InboxRow, QueueDepths, SqliteOptions, SqliteStore, Store};
 
 use config::{Secret, ServeConfig};
-use endpoint::Endpoint;
 use metrics::Metrics;
-use registry::Registry;
 use retry::RetrySchedule;
 use sender::SenderHandle;
 use workers::Workers;
@@ -87,13 +85,7 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// How an endpoint's webhooks are signed (from the adapter) and the key (from the config).
-#[derive(Clone)]
-pub struct SignatureCheck {
-    pub header: String,
-    pub prefix: String,
-    pub secret: Secret,
-}
+pub use crate::endpoints::endpoint::SignatureCheck;
 
 /// What every part of the serving pipeline shares.
 pub struct Shared {

@@ -42,8 +42,8 @@ use crate::plugins::types::{
 };
 use crate::store::{DeadSend, EventKind, NewEvent, NewOutbox, OutboxRow, OutboxState, StepCommit};
 
-use super::endpoint::{Activity, Endpoint};
 use super::{Shared, notices, now_ms};
+use crate::endpoints::endpoint::{Activity, Endpoint};
 
 /// Meta's customer-service window.
 pub const WINDOW_MS: u64 = 24 * 60 * 60 * 1000;

@@ -47,8 +47,8 @@ use crate::business::templates::Catalogue;
 
 use std::sync::Arc;
 
-use super::endpoint::Endpoint;
-use super::registry::Registry;
+use crate::endpoints::endpoint::Endpoint;
+use crate::endpoints::registry::Registry;
 
 /// What the rule needs to know about one served endpoint.
 #[derive(Debug, Clone, Copy)]

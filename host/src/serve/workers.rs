@@ -28,8 +28,8 @@ use crate::store::{
     EventKind, EventRow, NewOutbox, NewTimer, OutboxRow, OutboxState, StepCommit, TimerRow,
 };
 
-use super::endpoint::Endpoint;
 use super::{Shared, notices, now_ms};
+use crate::endpoints::endpoint::Endpoint;
 
 /// The timer that ends a handover when its mute runs out.
 pub const HANDOVER_END: &str = "handover_end";

@@ -6,10 +6,10 @@
 //! choosing: a PATCH with a new base and the token masked as GET shows it, a re-setup of an
 //! account under another base. So every admin path that stores or uses a token with a base
 //! asks [`check`] first, before anything is stored or sent:
-//! - `PATCH /endpoints/{id}` and `POST /endpoints` ([`super::endpoints`]): the stored base
+//! - `PATCH /endpoints/{id}` and `POST /endpoints` (`admin::endpoints`, through [`super::lifecycle`]): the stored base
 //!   against the new one, and the token the request carries (or keeps);
 //! - account setup, from `POST /accounts/setup` and the Webitel `?whatsapp=setup` form
-//!   ([`super::accounts::setup`]): every setup sends its token to its base and stores the
+//!   (`admin::accounts::setup`): every setup sends its token to its base and stores the
 //!   pair, so it is always a new binding;
 //! - the CLI (`endpoint set`, `account setup`) is a client of these routes: it sends what it
 //!   is given and prints the refusal (exit 1); it never reads a token back to send it.
@@ -21,7 +21,7 @@
 
 use crate::serve::config::{DEFAULT_GRAPH_API_BASE, ENV_PREFIX};
 
-/// How every token is masked in an answer (see [`super::mask`]).
+/// How every token is masked in an answer (see `admin::mask`).
 pub const MASK_PREFIX: &str = "********";
 
 /// The token a request leaves in place once applied.
@@ -182,10 +182,10 @@ mod tests {
     fn forms() {
         assert_eq!(form("EAAtoken"), Form::Literal);
         assert_eq!(
-            form(&super::super::mask("EAAGm0PX4ZCpsBAabcd1234")),
+            form(&crate::admin::mask("EAAGm0PX4ZCpsBAabcd1234")),
             Form::Masked
         );
-        assert_eq!(form(&super::super::mask("short")), Form::Masked);
+        assert_eq!(form(&crate::admin::mask("short")), Form::Masked);
         assert_eq!(form("env:WA_TOKEN"), Form::Reference);
         assert_eq!(form(""), Form::Empty);
     }

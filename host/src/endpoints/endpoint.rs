@@ -3,7 +3,7 @@
 //! Built once at start from an [`EndpointConfig`]: the adapter component is loaded and
 //! checked, the flow is loaded and validated against the adapter's declared limits, the
 //! transformer hooks are loaded, and a [`Conversations`] runtime is wired to the staging
-//! session store and output collector (see [`super::staging`]). Anything wrong here fails
+//! session store and output collector (see `serve::staging`). Anything wrong here fails
 //! the start with a message naming the endpoint: a host never serves half-configured.
 //!
 //! [`Bounds`] is what the endpoint may reach: its files only under `flows_dir` and
@@ -23,15 +23,23 @@ use crate::store::Store;
 use crate::store::admin::StoredPlugin;
 use crate::transform::Transformers;
 
-use super::SignatureCheck;
-use super::config::{EndpointConfig, PluginSource, Secret};
 use super::files::FileRoots;
-use super::staging::{Collector, StagedSessions};
+// Below the top once config/ (helper A) and the pure conversation step (helper D) land.
+use crate::serve::config::{EndpointConfig, PluginSource, Secret};
+use crate::serve::staging::{Collector, StagedSessions};
 
 /// Settings only the host uses; adapters never get them.
 const HOST_ONLY_SECRETS: [&str; 2] = ["access_token", "app_secret"];
 /// Settings never shown, stored in errors or logged.
 const SECRET_SETTINGS: [&str; 3] = ["access_token", "app_secret", "verify_token"];
+
+/// How an endpoint's webhooks are signed (from the adapter) and the key (from the config).
+#[derive(Clone)]
+pub struct SignatureCheck {
+    pub header: String,
+    pub prefix: String,
+    pub secret: Secret,
+}
 
 /// What a loaded endpoint may reach: files under these roots, URLs under this policy.
 #[derive(Debug, Clone, Default)]
@@ -134,7 +142,7 @@ impl Endpoint {
             PluginSource::Bundled => (
                 BUNDLED_WHATSAPP.to_vec(),
                 "the bundled WhatsApp adapter".to_string(),
-                super::config::BUNDLED_PLUGIN.to_string(),
+                crate::serve::config::BUNDLED_PLUGIN.to_string(),
             ),
             PluginSource::Path(path) => (
                 std::fs::read(bounds.files.plugin(path).map_err(fail)?)
