@@ -12,7 +12,7 @@
 //!   [`lifecycle::EndpointError`]s, which the admin API turns into answers.
 //! - [`token_binding`]: the one rule for where a Meta token may be sent.
 //!
-//! Data flows: a spec (TOML or admin JSON) → resolved [`crate::serve::config`]-style
+//! Data flows: a spec (TOML or admin JSON) → resolved
 //! `EndpointConfig` → [`endpoint::Endpoint::load`] → the store's row → the [`registry`].
 
 pub mod endpoint;
