@@ -364,6 +364,10 @@ impl From<EndpointError> for ApiError {
             }
             EndpointError::Invalid(message) => ApiError::invalid_field(message),
             EndpointError::Load(message) => ApiError::unprocessable("invalid_config", message),
+            EndpointError::PluginNotFound(_) => ApiError::not_found(e.to_string()),
+            EndpointError::PluginRejected(message) => {
+                ApiError::unprocessable("plugin_rejected", message)
+            }
             EndpointError::Store(e) => ApiError::from(e),
             EndpointError::Internal(message) => ApiError::internal(message),
         }

@@ -22,11 +22,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::endpoints::lifecycle::{Held, Prepared};
 use crate::plugins::types::ChannelInfo;
 use crate::plugins::{AdapterPlugin, BUNDLED_WHATSAPP, PluginLimits};
 use crate::serve::Shared;
-use crate::serve::config::{BUNDLED_PLUGIN, EndpointSpec};
+use crate::serve::config::BUNDLED_PLUGIN;
 use crate::store::admin::StoredPlugin;
 
 use super::error::{ApiError, ApiJson, ApiResult, ErrorBody, bytes_rejection};
@@ -169,15 +168,7 @@ fn settings(info: &ChannelInfo) -> Vec<SettingView> {
 
 /// The endpoints (stored, any state) whose spec names this plugin.
 async fn used_by(shared: &Arc<Shared>, name: &str) -> ApiResult<Vec<String>> {
-    let rows = blocking(shared, |store| store.endpoints()).await?;
-    Ok(rows
-        .into_iter()
-        .filter(|row| {
-            serde_json::from_str::<EndpointSpec>(&row.spec)
-                .is_ok_and(|spec| spec.plugin.as_deref().unwrap_or(BUNDLED_PLUGIN) == name)
-        })
-        .map(|row| row.id)
-        .collect())
+    Ok(endpoints::lifecycle(shared).used_by(name).await?)
 }
 
 async fn stored_view(shared: &Arc<Shared>, plugin: StoredPlugin) -> ApiResult<PluginView> {
@@ -287,37 +278,19 @@ async fn install(
     };
     set_stored_limits(&mut stored, &limits);
     let replace = params.replace;
-    let stored = endpoints::detached(store_plugin(shared.clone(), stored, replace)).await?;
+    let stored = endpoints::detached({
+        let shared = shared.clone();
+        async move {
+            let held = shared.admin_lock.lock().await;
+            let lifecycle = endpoints::lifecycle(&shared);
+            Ok(lifecycle.install_plugin(&held, stored, replace).await?)
+        }
+    })
+    .await?;
     Ok((
         StatusCode::CREATED,
         axum::Json(stored_view(&shared, stored).await?),
     ))
-}
-
-/// Stores a checked plugin (after checking a replacement against its endpoints) and
-/// reloads those endpoints.
-async fn store_plugin(
-    shared: Arc<Shared>,
-    stored: StoredPlugin,
-    replace: bool,
-) -> ApiResult<StoredPlugin> {
-    let name = stored.name.clone();
-    let held = shared.admin_lock.lock().await;
-    // A replacement must serve every endpoint on the old one before anything is stored.
-    let reloaded = if replace {
-        prepare_users(&shared, &held, &stored).await?
-    } else {
-        Vec::new()
-    };
-    if !shared.store.install_plugin(stored.clone(), replace).await? {
-        return Err(ApiError::conflict(
-            "exists",
-            format!("plugin `{name}` is installed; add ?replace=true to replace it"),
-        ));
-    }
-    tracing::info!(plugin = %name, version = %stored.version, sha256 = %stored.sha256, "plugin installed");
-    serve_users(&shared, &held, reloaded).await?;
-    Ok(stored)
 }
 
 fn requested_limits(params: &InstallParams) -> ApiResult<PluginLimits> {
@@ -362,47 +335,6 @@ fn set_stored_limits(plugin: &mut StoredPlugin, limits: &PluginLimits) {
     plugin.call_timeout_ms = u64::try_from(limits.call_deadline.as_millis()).unwrap_or(u64::MAX);
 }
 
-/// Every served endpoint on `candidate`'s name, loaded with `candidate` (a no-op patch):
-/// 422 naming the first that does not load, and then nothing is stored.
-async fn prepare_users(
-    shared: &Arc<Shared>,
-    held: &Held<'_>,
-    candidate: &StoredPlugin,
-) -> ApiResult<Vec<Prepared>> {
-    let mut prepared = Vec::new();
-    for id in used_by(shared, &candidate.name).await? {
-        if shared.endpoints.get(&id).is_none() {
-            continue;
-        }
-        let no_change = serde_json::Map::new();
-        let endpoint = endpoints::lifecycle(shared)
-            .prepare(held, &id, no_change, Some(candidate.clone()))
-            .await
-            .map_err(|e| {
-                ApiError::unprocessable(
-                    "plugin_rejected",
-                    format!("endpoint `{id}` would not load on it, so nothing was changed: {e}"),
-                )
-            })?;
-        prepared.push(endpoint);
-    }
-    Ok(prepared)
-}
-
-/// Serves the endpoints [`prepare_users`] loaded (the plugin row has committed).
-async fn serve_users(
-    shared: &Arc<Shared>,
-    held: &Held<'_>,
-    prepared: Vec<Prepared>,
-) -> ApiResult<()> {
-    for endpoint in prepared {
-        let id = endpoint.id().to_string();
-        endpoints::lifecycle(shared).commit(held, endpoint).await?;
-        tracing::info!(endpoint = %id, "endpoint reloaded on the changed plugin");
-    }
-    Ok(())
-}
-
 /// Changes an installed plugin's limits; the endpoints using it reload with them.
 #[utoipa::path(patch, path = "/admin/v1/plugins/{name}", tag = "plugins",
     params(("name" = String, Path, description = "Plugin name")),
@@ -440,24 +372,10 @@ async fn change_limits(
         patch.call_timeout_ms,
     )?;
     set_stored_limits(&mut plugin, &limits);
-    // Every endpoint on it must load under the new limits; with none, the component must
-    // at least answer its smoke call under them.
-    let reloaded = prepare_users(&shared, &held, &plugin).await?;
-    if reloaded.is_empty() {
-        let (runtime, wasm) = (shared.runtime.clone(), plugin.wasm.clone());
-        tokio::task::spawn_blocking(move || AdapterPlugin::load(&runtime, &wasm, limits))
-            .await?
-            .map_err(|e| {
-                ApiError::unprocessable(
-                    "plugin_rejected",
-                    format!("the plugin does not run under these limits: {e}"),
-                )
-            })?;
-    }
-    shared.store.install_plugin(plugin.clone(), true).await?;
-    tracing::info!(plugin = %name, "plugin limits changed");
-    serve_users(&shared, &held, reloaded).await?;
-    Ok(plugin)
+    let lifecycle = endpoints::lifecycle(&shared);
+    Ok(lifecycle
+        .change_plugin_limits(&held, plugin, limits)
+        .await?)
 }
 
 #[utoipa::path(delete, path = "/admin/v1/plugins/{name}", tag = "plugins",
@@ -477,20 +395,9 @@ async fn remove(
 }
 
 async fn remove_plugin(shared: Arc<Shared>, name: String) -> ApiResult<StatusCode> {
-    let _change = shared.admin_lock.lock().await;
-    let users = used_by(&shared, &name).await?;
-    if !users.is_empty() {
-        return Err(ApiError::conflict(
-            "plugin_in_use",
-            format!(
-                "plugin `{name}` serves endpoints {}; move or delete them first",
-                users.join(", ")
-            ),
-        ));
-    }
-    if !shared.store.remove_plugin(&name).await? {
-        return Err(ApiError::not_found(format!("no plugin `{name}`")));
-    }
-    tracing::info!(plugin = %name, "plugin removed");
+    let held = shared.admin_lock.lock().await;
+    endpoints::lifecycle(&shared)
+        .remove_plugin(&held, &name)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

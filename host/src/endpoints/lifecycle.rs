@@ -51,6 +51,13 @@ pub enum EndpointError {
     /// The spec is valid but does not load (plugin, flow, hooks, signature key).
     #[error("{0}")]
     Load(String),
+    /// No such installed plugin.
+    #[error("no plugin `{0}`")]
+    PluginNotFound(String),
+    /// A plugin (a replacement, new limits) that an endpoint on it, or its own smoke call,
+    /// does not run under; nothing was changed.
+    #[error("{0}")]
+    PluginRejected(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     /// Something on our side: a stored spec that cannot be read, a task that died.

@@ -10,6 +10,8 @@
 //! - [`lifecycle`]: create, change (merge patch), enable/disable, disconnect and delete,
 //!   each validated and loaded completely, then committed, then swapped in; errors are
 //!   [`lifecycle::EndpointError`]s, which the admin API turns into answers.
+//! - [`plugins`]: install, change the limits of and remove installed plugins, checked
+//!   against every endpoint on them first.
 //! - [`token_binding`]: the one rule for where a Meta token may be sent.
 //!
 //! Data flows: a spec (TOML or admin JSON) → resolved
@@ -18,5 +20,6 @@
 pub mod endpoint;
 pub mod files;
 pub mod lifecycle;
+pub mod plugins;
 pub mod registry;
 pub mod token_binding;
