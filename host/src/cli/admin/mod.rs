@@ -4,6 +4,7 @@
 //! (`endpoint set KEY=VALUE…` into a JSON merge patch, a campaign's recipients file into a
 //! CSV upload or a JSON body) and printing the answers; the host does everything else. The
 //! WhatsApp Business groups (accounts, templates, campaigns) are in [`business`].
+//! Requests and finding the host are in [`client`], printing answers in [`tables`].
 //!
 //! Data flows one way: arguments (and a file or stdin) → a [`Call`] (method, path, query,
 //! body) and a [`View`] (how to print the answer) → a [`Target`] (base URL and token: the
