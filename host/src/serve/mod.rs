@@ -17,7 +17,6 @@
 //! - [`files`]: flows and plugins confined to `flows_dir` and `plugins_dir`.
 //! - [`pipeline`]: demux, dispatch, statuses, timers, pruning.
 //! - [`workers`]: per-conversation ordered steps and their one-transaction commits.
-//! - [`staging`]: the session store and output collector a step runs against.
 //! - [`sender`]: the outbound schedule and the Graph API calls.
 //! - [`graph_paths`]: which Graph API routes an adapter's request specs may name.
 //! - [`endpoint`]: one endpoint's adapter, flow, hooks and conversations.
@@ -49,7 +48,6 @@ pub mod retry;
 pub mod sender;
 pub mod signature;
 pub mod stages;
-pub mod staging;
 pub mod tenancy;
 pub mod workers;
 
