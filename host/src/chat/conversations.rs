@@ -117,9 +117,15 @@ impl<O: Outbound, H: HttpExecutor, S: HandoverSink> Conversations<O, H, S> {
         business: Business,
     ) -> Result<StepReport, ConversationError> {
         let key = SessionKey::for_user(&self.config.endpoint, &message.user)?;
-        self.step(&key, StepInput::Message { message, business })
-            .await
-            .map(|(report, _)| report)
+        self.step(
+            &key,
+            StepInput::Message {
+                message: Box::new(message),
+                business,
+            },
+        )
+        .await
+        .map(|(report, _)| report)
     }
 
     /// Text and/or data into the flow as if the user had sent it (no input transformer).
@@ -284,4 +290,3 @@ impl<O: Outbound, H: HttpExecutor, S: HandoverSink> Conversations<O, H, S> {
         }
     }
 }
-

@@ -28,15 +28,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use crate::conversation::{
-    ConversationConfig, HandoverEvent, HandoverKind, ReqwestHttp, SessionKey, Skipped,
-    StepReport,
+    ConversationConfig, HandoverEvent, HandoverKind, ReqwestHttp, SessionKey, Skipped, StepReport,
 };
-use clock::SystemClock;
-use conversations::{Conversations, HandoverSink, Outbound};
 use crate::flow::Flow;
 use crate::plugins::types::{BotOutput, Business, EventBody, InboundMessage, RenderContext, User};
 use crate::plugins::{AdapterPlugin, HookPlugin, PluginLimits, PluginRuntime};
 use crate::transform::{FailurePolicy, Transformers};
+use clock::SystemClock;
+use conversations::{Conversations, HandoverSink, Outbound};
 use envelope::{Envelope, Line, Offered, Parties};
 
 /// What `plugboard chat` was asked to run.

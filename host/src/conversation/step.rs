@@ -51,7 +51,8 @@ pub struct StepContext<'a, H: HttpExecutor> {
 pub enum StepInput {
     /// An inbound user message.
     Message {
-        message: InboundMessage,
+        /// Boxed: the largest input by far, moved once per step.
+        message: Box<InboundMessage>,
         business: Business,
     },
     /// Text and/or data into the flow as if the user had sent it (no input transformer).
@@ -237,7 +238,7 @@ impl<H: HttpExecutor> Step<'_, '_, H> {
     ) -> Result<bool, ConversationError> {
         match input {
             StepInput::Message { message, business } => {
-                self.message(record, message, business).await?
+                self.message(record, *message, business).await?
             }
             StepInput::Inject { text, data } => self.inject(record, text, data).await?,
             StepInput::Notify(output) | StepInput::AgentSend(output) => {
@@ -373,9 +374,9 @@ impl<H: HttpExecutor> Step<'_, '_, H> {
     fn is_expired(&self, record: &SessionRecord) -> bool {
         let expiry = self.ctx.config.session_expiry;
         !expiry.is_zero()
-            && record.last_input_ms.is_some_and(|last| {
-                u128::from(self.now.saturating_sub(last)) > expiry.as_millis()
-            })
+            && record
+                .last_input_ms
+                .is_some_and(|last| u128::from(self.now.saturating_sub(last)) > expiry.as_millis())
     }
 
     /// Runs `on_expire` and leaves the flow at its start for the input that follows.
@@ -452,15 +453,19 @@ impl<H: HttpExecutor> Step<'_, '_, H> {
     }
 
     fn push(&mut self, outputs: Vec<BotOutput>) {
-        let gap_ms =
-            u64::try_from(self.ctx.config.message_delay.as_millis()).unwrap_or(u64::MAX);
+        let gap_ms = u64::try_from(self.ctx.config.message_delay.as_millis()).unwrap_or(u64::MAX);
         for output in outputs {
             self.out.report.delivered.push(output.clone());
             self.out.outputs.push(Paced { output, gap_ms });
         }
     }
 
-    fn start_handover(&mut self, record: &mut SessionRecord, reason: Option<String>, confirm: bool) {
+    fn start_handover(
+        &mut self,
+        record: &mut SessionRecord,
+        reason: Option<String>,
+        confirm: bool,
+    ) {
         let now = self.now;
         let handover = &self.ctx.config.handover;
         let mute_ms = u64::try_from(handover.mute_for.as_millis()).unwrap_or(u64::MAX);

@@ -48,4 +48,3 @@ impl SessionRecord {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct StoreError(pub String);
-

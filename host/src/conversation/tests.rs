@@ -217,7 +217,7 @@ mod pure {
 
     fn say(text: &str) -> StepInput {
         StepInput::Message {
-            message: InboundMessage {
+            message: Box::new(InboundMessage {
                 id: "wamid.1".into(),
                 timestamp: 1_700_000_000,
                 user: crate::plugins::types::User {
@@ -229,7 +229,7 @@ mod pure {
                 context: None,
                 referral: None,
                 content: MessageContent::Text(text.into()),
-            },
+            }),
             business: Business {
                 phone_number_id: "1065".into(),
                 display_number: None,
@@ -258,7 +258,9 @@ mod pure {
         let record = first.record.clone().expect("a new session is saved");
         assert_eq!(record.last_input_ms, Some(NOW));
         // Redone from the same stored record at the same time: the same outcome.
-        let a = core.handle(&key(), Some(record.clone()), say("x"), NOW + 1).await;
+        let a = core
+            .handle(&key(), Some(record.clone()), say("x"), NOW + 1)
+            .await;
         let b = core.handle(&key(), Some(record), say("x"), NOW + 1).await;
         assert!(!a.started);
         assert_eq!(texts(&a), ["You said x"]);
@@ -311,7 +313,12 @@ mod pure {
 
         // The mute timer: nothing to save before the end, the `ended` notice after it.
         let early = core
-            .handle(&key(), Some(record.clone()), StepInput::ExpireHandover, until - 1)
+            .handle(
+                &key(),
+                Some(record.clone()),
+                StepInput::ExpireHandover,
+                until - 1,
+            )
             .await;
         assert!(early.record.is_none() && early.notices.is_empty());
         let ended = core

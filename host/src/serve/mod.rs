@@ -3,8 +3,8 @@
 //! ```text
 //! Meta POST ─▶ edge: size limit, signature over the raw bytes, inbox row (durable) ─▶ 200
 //!   demux (pipeline): adapter.decode ─▶ events under UNIQUE dedupe keys (retries: no-ops)
-//!   workers: one conversation at a time, in order; the conversation runtime (handover,
-//!     hooks, flow) ─▶ session + outbox rows + window + timers in ONE transaction
+//!   workers: one conversation at a time, in order; the pure conversation step (handover,
+//!     hooks, flow) ─▶ session + outbox rows + window + timers + notices in ONE transaction
 //!   sender: window check ─▶ adapter.render ─▶ pacing and rate limits ─▶ Graph API ─▶
 //!     adapter.classify ─▶ sent / retry (schedule as data) / template / dead letter
 //!   statuses: applied monotonically to the outbox, also before the send's response

@@ -224,14 +224,19 @@ pub fn handover_ended(
 
 /// What an endpoint's `handover.webhook_url` receives: the handover notices, and the
 /// user's messages (which, while handed over, are for the agent).
-pub const HANDOVER_HOOK_EVENTS: [&str; 3] = ["handover_started", "handover_ended", "message_received"];
+pub const HANDOVER_HOOK_EVENTS: [&str; 3] =
+    ["handover_started", "handover_ended", "message_received"];
+
+/// How a generated signing key starts (the key is the base64 that follows).
+pub const SECRET_PREFIX: &str = "whsec_";
 
 /// A signing key for an event webhook: `whsec_` and the base64 of 32 random bytes.
 pub fn new_secret() -> String {
     let mut key = [0u8; 32];
     rand::rng().fill_bytes(&mut key);
     format!(
-        "whsec_{}",
+        "{}{}",
+        SECRET_PREFIX,
         base64::engine::general_purpose::STANDARD.encode(key)
     )
 }
@@ -267,6 +272,9 @@ pub async fn ensure_handover_hook(
             .map_err(|e| StoreError(format!("subscriptions: {e}")))??
     };
     subscribed.set(endpoint, &subscriptions);
-    tracing::info!(endpoint, "handover.webhook_url registered as an event webhook");
+    tracing::info!(
+        endpoint,
+        "handover.webhook_url registered as an event webhook"
+    );
     Ok(())
 }

@@ -25,8 +25,8 @@ use tokio::sync::Notify;
 use crate::conversation::{
     HandoverEvent, HandoverKind, SessionKey, SessionRecord, StepInput, StepOutcome,
 };
-use crate::store::admin::Notice;
 use crate::plugins::types::{BotOutput, Event, EventBody, InboundMessage, MarkReadOutput, User};
+use crate::store::admin::Notice;
 use crate::store::{
     EventKind, EventRow, NewOutbox, NewTimer, OutboxRow, OutboxState, StepCommit, TimerRow,
 };
@@ -350,7 +350,10 @@ async fn run_message(
             stored = Some(record);
         }
     }
-    let input = StepInput::Message { message, business };
+    let input = StepInput::Message {
+        message: Box::new(message),
+        business,
+    };
     let outcome = core.handle(key, stored.clone(), input, now).await;
     let started = started || outcome.started;
     if let Some(e) = &outcome.error {
@@ -364,8 +367,7 @@ async fn run_message(
         step.notices
             .extend(notices::conversation_started(subs, ep, user));
     }
-    step.notices
-        .extend(handover_notices(shared, key, &outcome));
+    step.notices.extend(handover_notices(shared, key, &outcome));
     // A new session, also when the step failed after creating it (it is committed).
     if started {
         step.notices
@@ -382,6 +384,8 @@ async fn run_message(
         rows.push(BotOutput::MarkRead(MarkReadOutput { message_id, typing }));
     }
     rows.extend(outputs);
+    // Due at once: the sender paces (`message_delay_ms`, the pair limit), also across
+    // steps; the core's own gaps are zero under serve (see `conversation_config`).
     for output in rows {
         step.outbox.push(NewOutbox {
             free_form: is_free_form(&output),
@@ -544,7 +548,7 @@ async fn run_timer(
         .map_err(|e| Retry(e.to_string()))
 }
 
-/// An admin action: the runtime call, then one commit (session, outbox rows, handover
+/// An admin action: the step, then one commit (session, outbox rows, handover
 /// timer, notices), then the answer. A store failure retries like any step; any other
 /// failure is the answer.
 async fn run_admin(
@@ -587,8 +591,7 @@ async fn run_admin(
         step.notices
             .extend(notices::conversation_started(subs, ep, user));
     }
-    step.notices
-        .extend(handover_notices(shared, key, &outcome));
+    step.notices.extend(handover_notices(shared, key, &outcome));
     let mut session = outcome.record;
     if let Some(record) = &mut session
         && record.state.user.is_none()
@@ -626,7 +629,11 @@ async fn ensure_handover_hook(shared: &Arc<Shared>, endpoint: &Endpoint) -> Resu
     };
     let id = (endpoint.config.id.clone(), url.clone());
     let hooks = &shared.workers.handover_hooks;
-    if hooks.lock().unwrap_or_else(|e| e.into_inner()).contains(&id) {
+    if hooks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&id)
+    {
         return Ok(());
     }
     notices::ensure_handover_hook(&shared.store, &shared.subscribed, &id.0, url)
@@ -660,11 +667,7 @@ async fn load(shared: &Arc<Shared>, key: &SessionKey) -> Result<Option<SessionRe
 
 /// The step's handover events as event-webhook notices (see [`notices::handover`]); an
 /// endpoint's `handover.webhook_url` is one of its subscriptions ([`ensure_handover_hook`]).
-fn handover_notices(
-    shared: &Shared,
-    key: &SessionKey,
-    outcome: &StepOutcome,
-) -> Vec<Notice> {
+fn handover_notices(shared: &Shared, key: &SessionKey, outcome: &StepOutcome) -> Vec<Notice> {
     let until_ms = outcome
         .record
         .as_ref()
