@@ -1569,6 +1569,116 @@ async fn event_webhooks_are_signed_retried_and_verified_by_a_receiver() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// An endpoint's `handover.webhook_url` is served by the event webhooks: registered as a
+/// subscription of the endpoint, its notices are written in the step's commit (one
+/// `handover_started` with the transcript, never re-sent by a restart), signed the
+/// Standard Webhooks way and retried with the same id after a failure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handover_webhook_url_gets_signed_retried_notices_from_the_commit() {
+    let (url, received) = receiver(1).await;
+    let extra = format!("[endpoints.handover]\nwebhook_url = '{url}'\n");
+    let (server, mock, dir) = start_host(&extra).await;
+    let admin = Admin::new(&server);
+    let user = "16315551194";
+    send_text(&server, user, "wamid.h.1", "hi").await;
+    wait_sends(&mock, 1, |b| b["to"] == user).await;
+    send_text(&server, user, "wamid.h.2", "talk to a human").await;
+    wait_sends(&mock, 2, |b| b["to"] == user).await;
+    let (status, _) = admin
+        .post(
+            &format!("/endpoints/shop/conversations/{user}/release"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+
+    // The URL is one of the endpoint's event webhooks (listed, its key masked).
+    let (_, hooks) = admin.get("/endpoints/shop/webhooks").await;
+    let hook = hooks["webhooks"]
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["url"] == url.as_str()).cloned())
+        .unwrap_or_else(|| panic!("webhook_url not registered: {hooks:#}"));
+    assert_eq!(
+        hook["events"],
+        json!(["handover_started", "handover_ended", "message_received"])
+    );
+
+    let wanted = ["handover_started", "handover_ended"];
+    let deadline = Instant::now() + WAIT;
+    let deliveries = loop {
+        let got: Vec<(HeaderMap, Value)> = received
+            .lock()
+            .expect("log")
+            .iter()
+            .map(|(h, b)| (h.clone(), serde_json::from_slice(b).unwrap_or(Value::Null)))
+            .collect();
+        let types: Vec<&str> = got.iter().filter_map(|(_, v)| v["type"].as_str()).collect();
+        if wanted.iter().all(|w| types.contains(w)) && got.len() > 4 {
+            break got;
+        }
+        assert!(Instant::now() < deadline, "deliveries so far: {types:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for (headers, value) in &deliveries {
+        // Signed: a Standard Webhooks id, timestamp and v1 HMAC on every request.
+        let signature = headers
+            .get("webhook-signature")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(signature.starts_with("v1,"), "unsigned: {value:#}");
+        assert!(headers.get("webhook-id").is_some() && headers.get("webhook-timestamp").is_some());
+        assert_eq!(value["data"]["conversation"], user, "{value:#}");
+    }
+    // Retried: the first request failed (500) and came again with its id.
+    let first_id = deliveries[0].0.get("webhook-id").cloned();
+    assert_eq!(
+        deliveries
+            .iter()
+            .filter(|(h, _)| h.get("webhook-id") == first_id.as_ref())
+            .count(),
+        2
+    );
+    let started: Vec<&Value> = deliveries
+        .iter()
+        .filter(|(_, v)| v["type"] == "handover_started")
+        .map(|(_, v)| v)
+        .collect();
+    let ids: std::collections::HashSet<_> = started.iter().map(|v| v["id"].clone()).collect();
+    assert_eq!(ids.len(), 1, "one handover, one notice: {started:#?}");
+    let transcript: Vec<&str> = started[0]["data"]["transcript"]
+        .as_array()
+        .expect("a transcript")
+        .iter()
+        .filter_map(|t| t["text"].as_str())
+        .collect();
+    assert!(transcript.contains(&"talk to a human"), "{transcript:?}");
+    assert_eq!(started[0]["data"]["reason"], "keyword: talk to a human");
+
+    // Nothing of it is sent again: a restart finds the steps committed and the
+    // deliveries done (the old in-step POST is gone: every request above was signed).
+    let count = received.lock().expect("log").len();
+    server.shutdown().await.expect("shutdown");
+    let text = config_toml(
+        "127.0.0.1:0",
+        &dir.join("data"),
+        &mock.base_url(),
+        "[50, 100, 200]",
+        &extra,
+    );
+    let config = ServeConfig::from_toml(&text, &dir).expect("config");
+    let server = Server::start(config).await.expect("restart");
+    tokio::time::sleep(SETTLE).await;
+    assert_eq!(received.lock().expect("log").len(), count);
+    let (_, hooks) = Admin::new(&server).get("/endpoints/shop/webhooks").await;
+    assert_eq!(
+        hooks["webhooks"].as_array().map(Vec::len),
+        Some(1),
+        "registered once: {hooks:#}"
+    );
+    server.shutdown().await.expect("shutdown");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// A real `plugboard` process with debug logs: every secret it was configured with is
 /// kept out of its output while the admin API, a webhook, a send and a verify run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -310,7 +310,7 @@ fn outbound_text(output: &BotOutput) -> String {
     match output {
         BotOutput::Template(t) => format!("[template {} ({})]", t.name, t.language),
         BotOutput::MarkRead(_) => "[read receipt]".into(),
-        other => crate::conversation::runtime::output_text(other),
+        other => crate::conversation::output_text(other),
     }
 }
 

@@ -3,9 +3,11 @@
 //! Events are `conversation_started`, `message_received`, `message_sent`,
 //! `message_failed`, `handover_started` and `handover_ended`
 //! ([`crate::store::admin::HOOK_EVENTS`]). The pipeline writes them with the work they
-//! report (see `store::admin`); [`delivery_loop`] takes due deliveries from the store and
-//! POSTs each as JSON:
-//! `{"id", "type", "endpoint", "created_ms", "data"}`.
+//! report (see `store::admin`; handover notices come from the conversation step and are
+//! in its commit, `handover_started` with the transcript); [`delivery_loop`] takes due
+//! deliveries from the store and POSTs each as JSON:
+//! `{"id", "type", "endpoint", "created_ms", "data"}`. An endpoint's
+//! `handover.webhook_url` is one more subscription (see `serve::notices`).
 //!
 //! Signed the Standard Webhooks way, so receivers can use its libraries or a few lines of
 //! code: headers `webhook-id`, `webhook-timestamp` (Unix seconds) and
@@ -30,7 +32,6 @@ use axum::http::StatusCode;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use hmac::{Hmac, Mac};
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::Sha256;
@@ -51,7 +52,7 @@ const BATCH: usize = 256;
 const POLL: Duration = Duration::from_millis(250);
 /// Deliveries in flight at once.
 const IN_FLIGHT: usize = 32;
-pub const SECRET_PREFIX: &str = "whsec_";
+pub use crate::serve::notices::SECRET_PREFIX;
 
 pub fn routes() -> OpenApiRouter<Arc<Shared>> {
     OpenApiRouter::new()
@@ -164,11 +165,7 @@ async fn create(
             ));
         }
         Some(secret) => secret,
-        None => {
-            let mut key = [0u8; 32];
-            rand::rng().fill_bytes(&mut key);
-            format!("{SECRET_PREFIX}{}", BASE64.encode(key))
-        }
+        None => crate::serve::notices::new_secret(),
     };
     let url = body.url;
     let sub = detached(async move {

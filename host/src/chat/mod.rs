@@ -10,8 +10,15 @@
 //! lines and prints the replies only, so a script can drive it. [`run`] takes any reader and
 //! writer, so tests drive it in-process.
 
+pub mod clock;
+pub mod conversations;
 pub mod envelope;
+mod lanes;
+pub mod sessions;
 pub mod view;
+
+#[cfg(test)]
+mod tests;
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -21,13 +28,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 
 use crate::conversation::{
-    ConversationConfig, Conversations, HandoverEvent, HandoverKind, HandoverSink, Outbound,
-    ReqwestHttp, SessionKey, Skipped, StepReport, SystemClock,
+    ConversationConfig, HandoverEvent, HandoverKind, ReqwestHttp, SessionKey, Skipped, StepReport,
 };
 use crate::flow::Flow;
 use crate::plugins::types::{BotOutput, Business, EventBody, InboundMessage, RenderContext, User};
 use crate::plugins::{AdapterPlugin, HookPlugin, PluginLimits, PluginRuntime};
 use crate::transform::{FailurePolicy, Transformers};
+use clock::SystemClock;
+use conversations::{Conversations, HandoverSink, Outbound};
 use envelope::{Envelope, Line, Offered, Parties};
 
 /// What `plugboard chat` was asked to run.

@@ -31,7 +31,8 @@ pub struct HandoverConfig {
     pub confirmation: String,
     /// How long the bot stays muted unless released earlier.
     pub mute_for: Duration,
-    /// Where [`super::WebhookHandover`] posts events; `None` = no webhook.
+    /// Served: registered as one of the endpoint's event webhooks for the handover
+    /// notices (durable, signed, retried; see `serve::notices`); `None` = none.
     pub webhook_url: Option<String>,
 }
 

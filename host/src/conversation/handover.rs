@@ -1,8 +1,9 @@
 //! Handover events and keyword detection.
 //!
-//! The runtime posts a [`HandoverEvent`] to the [`super::HandoverSink`] when a handover
-//! starts (with the transcript so far), for every user message while muted, and when it
-//! ends (released or the mute ran out). The event's JSON form is what the webhook receives.
+//! A step returns a [`HandoverEvent`] in its outcome's notices when a handover starts
+//! (with the transcript so far), for every user message while muted, and when it ends
+//! (released or the mute ran out). `serve` turns `started` and `ended` into event-webhook
+//! notices in the step's commit; `plugboard chat` shows them all as notes.
 
 use serde::{Deserialize, Serialize};
 

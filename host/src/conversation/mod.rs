@@ -1,49 +1,44 @@
-//! The conversation runtime around the pure flow engine: sessions, ordering, expiry,
-//! message delay, handover, inject and notify.
+//! The conversation core: one step of one conversation as a pure function, and the
+//! types around it (session keys, records, settings, handover events).
 //!
-//! Data flows like this for one inbound message ([`Conversations::handle`]):
-//! session key → the conversation's lane (a per-key lock, so one conversation is handled
-//! strictly in order while others run in parallel) → session record from the
-//! [`SessionStore`] → handover mute check → input transformers → keyword handover / muted /
-//! AI-off short cuts → expiry (`on_expire`) → [`crate::flow::step`] with its effects executed
-//! (http calls fed back) → output transformers → paced delivery through [`Outbound`] →
-//! handover events to the [`HandoverSink`] → record saved.
+//! Data flows like this for one input ([`step::handle`]): the caller loads the
+//! conversation's [`SessionRecord`] → handover mute check → input transformers → keyword
+//! handover / muted / AI-off short cuts → expiry (`on_expire`) → [`crate::flow::step`] with
+//! its http effects executed through the [`HttpExecutor`] (results fed back) → output
+//! transformers → a [`StepOutcome`]: the record to save, the outputs with their pacing,
+//! the handover notices and a report. The caller commits all of it (`serve`: one store
+//! transaction; `plugboard chat`: memory, paced delivery to the terminal). The core keeps
+//! no state, reads no clock and never sleeps: ordering (one step per conversation at a
+//! time) and pacing are its callers' jobs.
 //!
 //! - [`config`]: endpoint settings (session expiry, history, message delay, handover).
-//! - [`clock`]: wall-clock milliseconds, injectable so paused tokio time drives expiry.
-//! - [`store`]: the session record and the narrow store trait, with an in-memory store.
+//! - [`store`]: the session record.
 //! - [`handover`]: handover events and keyword matching.
-//! - [`runtime`]: [`Conversations`], the public entry points.
-//! - `lanes` (private): per-conversation locks and delivery pacing.
-//! - [`http`] and [`webhook`]: reqwest implementations of [`HttpExecutor`] and
-//!   [`HandoverSink`].
-//!
-//! The traits below are the runtime's only doors to the outside world; tests script them.
+//! - [`step`]: [`handle`], its input, context and outcome.
+//! - [`http`]: the reqwest implementation of [`HttpExecutor`].
 
-pub mod clock;
 pub mod config;
 pub mod handover;
 pub mod http;
-mod lanes;
-pub mod runtime;
+pub mod step;
 pub mod store;
-pub mod webhook;
 
 use std::fmt;
 use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
-pub use clock::{Clock, SystemClock, TokioClock};
 pub use config::{ConversationConfig, HandoverConfig};
 pub use handover::{HandoverEvent, HandoverKind};
 pub use http::ReqwestHttp;
-pub use runtime::{Conversations, SessionSnapshot, Skipped, StepReport};
-pub use store::{HandoverStatus, MemorySessions, SessionRecord, SessionStore, StoreError};
-pub use webhook::WebhookHandover;
+pub use step::{
+    Core, MAX_HTTP_ROUNDS, Paced, Skipped, StepContext, StepInput, StepOutcome, StepReport, handle,
+    new_record, output_text,
+};
+pub use store::{HandoverStatus, SessionRecord, StoreError};
 
 use crate::flow::{HttpCall, HttpOutcome};
-use crate::plugins::types::{BotOutput, User};
+use crate::plugins::types::User;
 use crate::transform::TransformError;
 
 /// One conversation: an endpoint and a channel user. Shown as `wa_<user>`.
@@ -93,6 +88,7 @@ impl fmt::Display for SessionKey {
 pub enum ConversationError {
     #[error("the message names no user (neither a user id nor a phone number)")]
     NoUser,
+    /// A session store failed (a driver's own store; the core never loads or saves).
     #[error("session store: {0}")]
     Store(#[from] StoreError),
     /// A transformer hook failed under the `abort` policy (boxed: it carries the plugin
@@ -113,35 +109,10 @@ impl From<TransformError> for ConversationError {
     }
 }
 
-/// Sends an output to the user of a conversation (the serving layer renders it through the
-/// adapter and calls the channel; the chat CLI prints it).
-pub trait Outbound: Send + Sync + 'static {
-    fn deliver(
-        &self,
-        key: &SessionKey,
-        output: BotOutput,
-    ) -> impl Future<Output = Result<(), String>> + Send;
-}
-
 /// Executes a flow's http request. Must honour `call.timeout_ms` and never fail otherwise
 /// than with [`HttpOutcome::Err`].
 pub trait HttpExecutor: Send + Sync + 'static {
     fn call(&self, call: HttpCall) -> impl Future<Output = HttpOutcome> + Send;
-}
-
-/// Receives handover events (a webhook, a queue, a test recorder). Infallible by contract:
-/// a sink logs its own failures; the conversation goes on either way.
-pub trait HandoverSink: Send + Sync + 'static {
-    fn post(&self, event: HandoverEvent) -> impl Future<Output = ()> + Send;
-}
-
-/// No sink configured: events are dropped.
-impl<T: HandoverSink> HandoverSink for Option<T> {
-    async fn post(&self, event: HandoverEvent) {
-        if let Some(sink) = self {
-            sink.post(event).await;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,18 +1,12 @@
-//! What is kept per conversation between inputs, and where.
+//! What is kept per conversation between inputs.
 //!
-//! A [`SessionRecord`] is the flow's [`SessionState`] plus the runtime's own fields
+//! A [`SessionRecord`] is the flow's [`SessionState`] plus the conversation's own fields
 //! (handover mute, AI toggle, last activity, last inbound message id). It is serde so a
-//! durable store can keep it as JSON. [`SessionStore`] is deliberately narrow (get and put
-//! by key): the runtime serializes access per conversation itself, so a store needs no
-//! transactions. [`MemorySessions`] is the in-memory store; the SQLite one comes with the
-//! serving issue.
-
-use std::collections::HashMap;
-use std::sync::Mutex;
+//! durable store can keep it as JSON. Where records live is the callers' business: `serve`
+//! commits them with the step's other writes, `plugboard chat` keeps them in memory.
 
 use serde::{Deserialize, Serialize};
 
-use super::SessionKey;
 use crate::flow::SessionState;
 
 /// An active handover: the bot is muted until `until_ms` unless released earlier.
@@ -54,49 +48,3 @@ impl SessionRecord {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
 pub struct StoreError(pub String);
-
-/// Where session records live. Calls for one key never overlap (the runtime holds the
-/// conversation's lock around get … put).
-pub trait SessionStore: Send + Sync + 'static {
-    fn get(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError>;
-    fn put(&self, key: &SessionKey, record: &SessionRecord) -> Result<(), StoreError>;
-}
-
-/// Sessions in memory (lost on restart).
-#[derive(Debug, Default)]
-pub struct MemorySessions {
-    records: Mutex<HashMap<SessionKey, SessionRecord>>,
-}
-
-impl MemorySessions {
-    pub fn new() -> Self {
-        MemorySessions::default()
-    }
-
-    pub fn len(&self) -> usize {
-        self.records.lock().map_or(0, |r| r.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-impl SessionStore for MemorySessions {
-    fn get(&self, key: &SessionKey) -> Result<Option<SessionRecord>, StoreError> {
-        let records = self
-            .records
-            .lock()
-            .map_err(|_| StoreError("memory store poisoned".into()))?;
-        Ok(records.get(key).cloned())
-    }
-
-    fn put(&self, key: &SessionKey, record: &SessionRecord) -> Result<(), StoreError> {
-        let mut records = self
-            .records
-            .lock()
-            .map_err(|_| StoreError("memory store poisoned".into()))?;
-        records.insert(key.clone(), record.clone());
-        Ok(())
-    }
-}

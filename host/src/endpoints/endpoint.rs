@@ -2,8 +2,8 @@
 //!
 //! Built once at start from an [`EndpointConfig`]: the adapter component is loaded and
 //! checked, the flow is loaded and validated against the adapter's declared limits, the
-//! transformer hooks are loaded, and a [`Conversations`] runtime is wired to the staging
-//! session store and output collector (see `serve::staging`). Anything wrong here fails
+//! transformer hooks are loaded, and the conversation [`Core`] the serving workers step
+//! is built. Anything wrong here fails
 //! the start with a message naming the endpoint: a host never serves half-configured.
 //!
 //! [`Bounds`] is what the endpoint may reach: its files only under `flows_dir` and
@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::conversation::{Conversations, ReqwestHttp, SystemClock, WebhookHandover};
+use crate::conversation::{Core, ReqwestHttp};
 use crate::egress::Egress;
 use crate::flow::{Flow, Node};
 use crate::plugins::types::Business;
@@ -24,9 +24,7 @@ use crate::store::admin::StoredPlugin;
 use crate::transform::Transformers;
 
 use super::files::FileRoots;
-// Below the top once config/ (helper A) and the pure conversation step (helper D) land.
 use crate::serve::config::{EndpointConfig, PluginSource, Secret};
-use crate::serve::staging::{Collector, StagedSessions};
 
 /// Settings only the host uses; adapters never get them.
 const HOST_ONLY_SECRETS: [&str; 2] = ["access_token", "app_secret"];
@@ -48,7 +46,7 @@ pub struct Bounds {
     pub egress: Egress,
 }
 
-pub type EndpointConversations = Conversations<Collector, ReqwestHttp, Option<WebhookHandover>>;
+pub type EndpointConversations = Core<ReqwestHttp>;
 
 pub struct Endpoint {
     pub config: EndpointConfig,
@@ -63,8 +61,6 @@ pub struct Endpoint {
     /// The number replies go out from when an event does not say.
     pub business: Business,
     pub conversations: EndpointConversations,
-    pub sessions: Arc<StagedSessions>,
-    pub collector: Collector,
     /// `None`: the endpoint is configured with `insecure_skip_signature`.
     pub signature: Option<SignatureCheck>,
     /// Where the adapter came from, for the admin API (`whatsapp`, a plugin name, a path).
@@ -190,21 +186,12 @@ impl Endpoint {
                 .map_err(|e| fail(format!("cannot load transformer {name}: {e}")))?;
             hooks.push(Arc::new(plugin));
         }
-        let conversation_config = config.conversation_config();
-        let handover =
-            WebhookHandover::from_config_with(&conversation_config.handover, &bounds.egress);
-        let sessions = Arc::new(StagedSessions::new(store));
-        let collector = Collector::default();
-        let conversations = Conversations::new(
-            conversation_config,
-            Arc::new(flow),
-            Transformers::new(hooks, config.transformer_policy),
-            collector.clone(),
-            ReqwestHttp::with_egress(bounds.egress.clone()),
-            handover,
-            Arc::new(SystemClock),
-        )
-        .with_store(sessions.clone());
+        let conversations = Core {
+            config: config.conversation_config(),
+            flow: Arc::new(flow),
+            transformers: Transformers::new(hooks, config.transformer_policy),
+            http: ReqwestHttp::with_egress(bounds.egress.clone()),
+        };
         let business = Business {
             phone_number_id: config.phone_number_id.clone(),
             display_number: None,
@@ -227,8 +214,6 @@ impl Endpoint {
             adapter: Arc::new(adapter),
             business,
             conversations,
-            sessions,
-            collector,
         })
     }
 }

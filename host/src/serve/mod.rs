@@ -3,8 +3,8 @@
 //! ```text
 //! Meta POST ─▶ edge: size limit, signature over the raw bytes, inbox row (durable) ─▶ 200
 //!   demux (pipeline): adapter.decode ─▶ events under UNIQUE dedupe keys (retries: no-ops)
-//!   workers: one conversation at a time, in order; the conversation runtime (handover,
-//!     hooks, flow) ─▶ session + outbox rows + window + timers in ONE transaction
+//!   workers: one conversation at a time, in order; the pure conversation step (handover,
+//!     hooks, flow) ─▶ session + outbox rows + window + timers + notices in ONE transaction
 //!   sender: window check ─▶ adapter.render ─▶ pacing and rate limits ─▶ Graph API ─▶
 //!     adapter.classify ─▶ sent / retry (schedule as data) / template / dead letter
 //!   statuses: applied monotonically to the outbox, also before the send's response
@@ -17,7 +17,6 @@
 //! - [`files`]: flows and plugins confined to `flows_dir` and `plugins_dir`.
 //! - [`pipeline`]: demux, dispatch, statuses, timers, pruning.
 //! - [`workers`]: per-conversation ordered steps and their one-transaction commits.
-//! - [`staging`]: the session store and output collector a step runs against.
 //! - [`sender`]: the outbound schedule and the Graph API calls.
 //! - [`graph_paths`]: which Graph API routes an adapter's request specs may name.
 //! - [`endpoint`]: one endpoint's adapter, flow, hooks and conversations.
@@ -45,7 +44,6 @@ pub mod retry;
 pub mod sender;
 pub mod signature;
 pub mod stages;
-pub mod staging;
 pub mod tenancy;
 pub mod workers;
 

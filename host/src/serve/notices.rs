@@ -7,12 +7,23 @@
 //! [`Subscribed`] mirrors which events each endpoint's subscriptions want (loaded at start,
 //! refreshed by the admin API when a subscription is added or removed), so a message on an
 //! endpoint nobody listens to builds no notice and writes nothing extra.
+//!
+//! Handover notices come from the conversation core's handover events ([`handover`]):
+//! `handover_started` carries the transcript (the session's history as kept). They are
+//! written in the step's commit like every other notice, so a step that is redone does not
+//! announce twice, and they are delivered signed and retried by the event webhook loop. An
+//! endpoint's `handover.webhook_url` (the older, per-endpoint setting) is served by the same
+//! path: [`ensure_handover_hook`] registers it once as an event webhook of the endpoint for
+//! [`HANDOVER_HOOK_EVENTS`], with a generated signing key.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
+use base64::Engine;
+use rand::RngCore;
 use serde_json::{Value, json};
 
+use crate::conversation::{HandoverEvent, HandoverKind};
 use crate::plugins::types::{BotOutput, InboundMessage};
 use crate::store::admin::{Notice, Subscription};
 use crate::store::{OutboxRow, StoreError};
@@ -139,19 +150,52 @@ pub fn message_failed(
     })
 }
 
-pub fn handover_started(
+/// A handover event of the conversation core as a notice: `started` (with the reason, the
+/// end of the mute and the transcript) and `ended` (`how`: `released` or `mute_ended`).
+/// A user's message while handed over is no handover notice: it is `message_received`.
+pub fn handover(
+    s: &Subscribed,
+    conversation: &str,
+    event: &HandoverEvent,
+    until_ms: u64,
+) -> Option<Notice> {
+    match event.kind {
+        HandoverKind::Started => handover_started(
+            s,
+            &event.endpoint,
+            conversation,
+            event.reason.as_deref(),
+            until_ms,
+            event,
+        ),
+        HandoverKind::Ended => {
+            let how = match event.reason.as_deref() {
+                Some("expired") => "mute_ended",
+                Some(other) => other,
+                None => "released",
+            };
+            handover_ended(s, &event.endpoint, conversation, how)
+        }
+        HandoverKind::Message => None,
+    }
+}
+
+fn handover_started(
     s: &Subscribed,
     endpoint: &str,
     conversation: &str,
     reason: Option<&str>,
     until_ms: u64,
+    event: &HandoverEvent,
 ) -> Option<Notice> {
-    notice(
-        s,
-        endpoint,
-        "handover_started",
-        || json!({ "conversation": conversation, "reason": reason, "until_ms": until_ms }),
-    )
+    notice(s, endpoint, "handover_started", || {
+        json!({
+            "conversation": conversation,
+            "reason": reason,
+            "until_ms": until_ms,
+            "transcript": event.transcript,
+        })
+    })
 }
 
 /// The endpoint's monthly reply quota is used up (sent once per month).
@@ -176,4 +220,61 @@ pub fn handover_ended(
         "handover_ended",
         || json!({ "conversation": conversation, "how": how }),
     )
+}
+
+/// What an endpoint's `handover.webhook_url` receives: the handover notices, and the
+/// user's messages (which, while handed over, are for the agent).
+pub const HANDOVER_HOOK_EVENTS: [&str; 3] =
+    ["handover_started", "handover_ended", "message_received"];
+
+/// How a generated signing key starts (the key is the base64 that follows).
+pub const SECRET_PREFIX: &str = "whsec_";
+
+/// A signing key for an event webhook: `whsec_` and the base64 of 32 random bytes.
+pub fn new_secret() -> String {
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    format!(
+        "{}{}",
+        SECRET_PREFIX,
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
+}
+
+/// Makes sure `url` (an endpoint's `handover.webhook_url`) is an event webhook of
+/// `endpoint`: when no subscription has that URL yet, one is added for
+/// [`HANDOVER_HOOK_EVENTS`] with a generated key, and [`Subscribed`] is refreshed. Idempotent;
+/// the caller remembers which it has ensured, so the store is asked once per endpoint and
+/// URL. The subscription stays listed (and deletable) in the admin API like any other.
+pub async fn ensure_handover_hook(
+    store: &std::sync::Arc<dyn crate::store::Store>,
+    subscribed: &Subscribed,
+    endpoint: &str,
+    url: &str,
+) -> Result<(), StoreError> {
+    let existing = {
+        let (store, endpoint) = (store.clone(), endpoint.to_string());
+        tokio::task::spawn_blocking(move || store.subscriptions(&endpoint))
+            .await
+            .map_err(|e| StoreError(format!("subscriptions: {e}")))??
+    };
+    if existing.iter().any(|s| s.url == url) {
+        return Ok(());
+    }
+    let events = HANDOVER_HOOK_EVENTS.iter().map(|e| e.to_string()).collect();
+    store
+        .add_subscription(endpoint, url.to_string(), new_secret(), events)
+        .await?;
+    let subscriptions = {
+        let (store, endpoint) = (store.clone(), endpoint.to_string());
+        tokio::task::spawn_blocking(move || store.subscriptions(&endpoint))
+            .await
+            .map_err(|e| StoreError(format!("subscriptions: {e}")))??
+    };
+    subscribed.set(endpoint, &subscriptions);
+    tracing::info!(
+        endpoint,
+        "handover.webhook_url registered as an event webhook"
+    );
+    Ok(())
 }

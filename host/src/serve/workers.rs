@@ -4,15 +4,15 @@
 //! [`Workers::enqueue`] appends a job to its conversation's queue and starts a worker task
 //! when none runs; the worker drains the queue and ends when it is empty (the queue entry
 //! exists exactly while a worker runs, both changed under one lock, so no job is ever left
-//! without a worker). A step ([`run_message`]) runs the conversation runtime with the
-//! staging store and collector, then commits the session record, the outbox rows (read
-//! receipt and typing indicator first, per endpoint setting), the 24-hour window and the
-//! handover timer with the event marked done, in one transaction, and only then hands the
-//! rows to the sender. A step that cannot commit is discarded and runs again: the flow is
-//! pure and its outputs only leave through the committed outbox, so no reply is lost or
-//! doubled (a flow's http calls and handover webhook posts do run again). On shutdown a
-//! worker finishes its step and
-//! leaves the rest pending in the store for the next start.
+//! without a worker). A step ([`run_message`]) loads the conversation's session record,
+//! calls the pure conversation core ([`crate::conversation::handle`]) and commits what it
+//! returns: the session record, the outbox rows (read receipt and typing indicator first,
+//! per endpoint setting), the 24-hour window, the handover timer and the event notices
+//! (handover ones included) with the event marked done, in one transaction, and only then
+//! hands the rows to the sender. A step that cannot commit is discarded and runs again:
+//! the core is pure and its outputs and notices only leave through the commit, so no reply
+//! or notice is lost or doubled (a flow's http calls do run again). On shutdown a worker
+//! finishes its step and leaves the rest pending in the store for the next start.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -22,8 +22,11 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::conversation::{ConversationError, SessionKey, SessionRecord};
+use crate::conversation::{
+    HandoverEvent, HandoverKind, SessionKey, SessionRecord, StepInput, StepOutcome,
+};
 use crate::plugins::types::{BotOutput, Event, EventBody, InboundMessage, MarkReadOutput, User};
+use crate::store::admin::Notice;
 use crate::store::{
     EventKind, EventRow, NewOutbox, NewTimer, OutboxRow, OutboxState, StepCommit, TimerRow,
 };
@@ -112,6 +115,8 @@ pub struct Workers {
     timers: std::sync::Mutex<HashSet<i64>>,
     active: AtomicUsize,
     idle: Notify,
+    /// (endpoint, url) of the `handover.webhook_url`s registered as event webhooks.
+    handover_hooks: std::sync::Mutex<HashSet<(String, String)>>,
 }
 
 impl Workers {
@@ -244,9 +249,7 @@ async fn run_job(shared: &Arc<Shared>, key: &SessionKey, job: &Job) -> Result<()
         }
         return Ok(());
     };
-    // A flag left by a read outside a message step (an admin action's look at the
-    // session, a timer) must not make this step look like a conversation's start.
-    endpoint.sessions.take_fresh(key);
+    ensure_handover_hook(shared, &endpoint).await?;
     match job {
         Job::Event(row) => match row.kind {
             EventKind::SendFailed => run_send_failed(shared, &endpoint, key, row).await,
@@ -319,64 +322,60 @@ async fn run_message(
         };
         changed.map_err(|e| Retry(format!("opt-out: {e}")))?;
     }
-    // A reply to a campaign message enters the flow with the campaign as `{{campaign.…}}`.
-    if shared.business.has_campaigns(ep) {
+    // The campaign this message may answer (set into the context by the step below).
+    let campaign = if shared.business.has_campaigns(ep) {
         let since = now.saturating_sub(crate::business::CAMPAIGN_REPLY_WINDOW_MS);
-        let contact = shared
+        shared
             .store
             .campaign_contact(ep, user, since)
-            .map_err(|e| Retry(format!("campaign context: {e}")))?;
-        if let Some(contact) = contact {
-            endpoint
-                .conversations
-                .set_context(key, "campaign", json!(contact))
-                .await
-                .map_err(|e| Retry(e.to_string()))?;
-        }
-    }
+            .map_err(|e| Retry(format!("campaign context: {e}")))?
+    } else {
+        None
+    };
     let recipient = json_or_retry(&message.user)?;
     let business_json = json_or_retry(&business)?;
     let message_id = message.id.clone();
-    let result = endpoint.conversations.handle(message, business).await;
-    let outputs = endpoint.collector.take(key);
-    let session = endpoint.sessions.take(key);
-    let started = endpoint.sessions.take_fresh(key);
-    match &result {
-        Err(ConversationError::Store(e)) => {
-            return Err(Retry(format!("session store: {e}")));
-        }
-        Err(e) => {
-            tracing::warn!(endpoint = %key.endpoint, conversation = %key.masked(), "step failed: {e}");
-        }
-        Ok(report) => {
-            for error in &report.errors {
-                tracing::warn!(endpoint = %key.endpoint, conversation = %key.masked(), %error, "flow error");
-            }
-            if report.expired {
-                step.notices
-                    .extend(notices::conversation_started(subs, ep, user));
-            }
-            if report.handover_ended {
-                step.notices
-                    .extend(notices::handover_ended(subs, ep, user, "mute_ended"));
-            }
-            if report.handover_started {
-                let handover = session.as_ref().and_then(|s| s.handover.as_ref());
-                step.notices.extend(notices::handover_started(
-                    subs,
-                    ep,
-                    user,
-                    handover.and_then(|h| h.reason.as_deref()),
-                    handover.map_or(0, |h| h.until_ms),
-                ));
-            }
+    let core = &endpoint.conversations;
+    let mut stored = load(shared, key).await?;
+    let (mut started, mut context_set) = (false, false);
+    // A reply to a campaign message enters the flow with the campaign as `{{campaign.…}}`.
+    if let Some(contact) = campaign {
+        let input = StepInput::SetContext {
+            name: "campaign".into(),
+            data: json!(contact),
+        };
+        let set = core.handle(key, stored.clone(), input, now).await;
+        if let Some(record) = set.record {
+            (started, context_set) = (set.started, true);
+            stored = Some(record);
         }
     }
-    // A new session, also when the step failed after creating it (it is committed).
-    if started && session.is_some() {
+    let input = StepInput::Message {
+        message: Box::new(message),
+        business,
+    };
+    let outcome = core.handle(key, stored.clone(), input, now).await;
+    let started = started || outcome.started;
+    if let Some(e) = &outcome.error {
+        tracing::warn!(endpoint = %key.endpoint, conversation = %key.masked(), "step failed: {e}");
+    }
+    let report = &outcome.report;
+    for error in &report.errors {
+        tracing::warn!(endpoint = %key.endpoint, conversation = %key.masked(), %error, "flow error");
+    }
+    if report.expired {
         step.notices
             .extend(notices::conversation_started(subs, ep, user));
     }
+    step.notices.extend(handover_notices(shared, key, &outcome));
+    // A new session, also when the step failed after creating it (it is committed).
+    if started {
+        step.notices
+            .extend(notices::conversation_started(subs, ep, user));
+    }
+    let outputs = outcome.bare_outputs();
+    // The record to commit: the step's, else the one the campaign context changed.
+    let session = outcome.record.or(stored.filter(|_| context_set));
     let (outputs, counted) = apply_quota(shared, endpoint, key, &mut step, outputs, now)?;
     let mut rows = Vec::with_capacity(outputs.len() + 1);
     // Meta's typing indicator rides on the read receipt, so it marks the message read too.
@@ -385,6 +384,8 @@ async fn run_message(
         rows.push(BotOutput::MarkRead(MarkReadOutput { message_id, typing }));
     }
     rows.extend(outputs);
+    // Due at once: the sender paces (`message_delay_ms`, the pair limit), also across
+    // steps; the core's own gaps are zero under serve (see `conversation_config`).
     for output in rows {
         step.outbox.push(NewOutbox {
             free_form: is_free_form(&output),
@@ -494,21 +495,21 @@ async fn run_send_failed(
         .and_then(|r| r.as_str())
         .unwrap_or("unknown")
         .to_string();
-    let result = endpoint
+    let input = StepInput::RecordEvent {
+        name: "send_failed".into(),
+        data,
+        note: format!("[message not delivered: {reason}]"),
+    };
+    let stored = load(shared, key).await?;
+    let outcome = endpoint
         .conversations
-        .record_event(
-            key,
-            "send_failed",
-            data,
-            format!("[message not delivered: {reason}]"),
-        )
+        .handle(key, stored, input, now_ms())
         .await;
-    let session = endpoint.sessions.take(key);
-    if let Err(e) = result {
+    if let Some(e) = outcome.error {
         return Err(Retry(e.to_string()));
     }
     let mut step = done_only(key, row.id);
-    set_session(&mut step, session)?;
+    set_session(&mut step, outcome.record)?;
     commit(shared, step).await.map(drop)
 }
 
@@ -519,27 +520,22 @@ async fn run_timer(
     timer: &TimerRow,
 ) -> Result<(), Retry> {
     if timer.kind == HANDOVER_END {
-        let ended = endpoint
+        let stored = load(shared, key).await?;
+        let outcome = endpoint
             .conversations
-            .expire_handover(key)
-            .await
-            .map_err(|e| Retry(e.to_string()))?;
-        let session = endpoint.sessions.take(key);
-        if ended {
+            .handle(key, stored, StepInput::ExpireHandover, now_ms())
+            .await;
+        if let Some(e) = &outcome.error {
+            return Err(Retry(e.to_string()));
+        }
+        if outcome.record.is_some() {
             let mut step = StepCommit {
                 endpoint: key.endpoint.clone(),
                 conversation: key.user.clone(),
-                notices: notices::handover_ended(
-                    &shared.subscribed,
-                    &key.endpoint,
-                    &key.user,
-                    "mute_ended",
-                )
-                .into_iter()
-                .collect(),
+                notices: handover_notices(shared, key, &outcome),
                 ..StepCommit::default()
             };
-            set_session(&mut step, session)?;
+            set_session(&mut step, outcome.record)?;
             commit(shared, step).await?;
         }
     } else {
@@ -552,7 +548,7 @@ async fn run_timer(
         .map_err(|e| Retry(e.to_string()))
 }
 
-/// An admin action: the runtime call, then one commit (session, outbox rows, handover
+/// An admin action: the step, then one commit (session, outbox rows, handover
 /// timer, notices), then the answer. A store failure retries like any step; any other
 /// failure is the answer.
 async fn run_admin(
@@ -561,66 +557,47 @@ async fn run_admin(
     key: &SessionKey,
     job: &AdminJob,
 ) -> Result<(), Retry> {
-    let conversations = &endpoint.conversations;
     let mut step = StepCommit {
         endpoint: key.endpoint.clone(),
         conversation: key.user.clone(),
         ..StepCommit::default()
     };
-    let before = conversations.session(key).await;
-    let result = match &job.action {
-        AdminAction::TakeOver { reason } => {
-            conversations.take_over(key, reason.clone()).await.map(drop)
-        }
-        AdminAction::Release => conversations.release(key).await,
-        AdminAction::SetAi(enabled) => conversations.set_ai(key, *enabled).await,
-        AdminAction::AgentSend(output) => conversations.agent_send(key, output.clone()).await,
-        AdminAction::Notify(output) => conversations.notify(key, output.clone()).await,
-        AdminAction::Inject { text, data } => conversations
-            .inject(key, text.clone(), data.clone())
-            .await
-            .map(drop),
+    let input = match &job.action {
+        AdminAction::TakeOver { reason } => StepInput::TakeOver {
+            reason: reason.clone(),
+        },
+        AdminAction::Release => StepInput::Release,
+        AdminAction::SetAi(enabled) => StepInput::SetAi(*enabled),
+        AdminAction::AgentSend(output) => StepInput::AgentSend(output.clone()),
+        AdminAction::Notify(output) => StepInput::Notify(output.clone()),
+        AdminAction::Inject { text, data } => StepInput::Inject {
+            text: text.clone(),
+            data: data.clone(),
+        },
     };
-    let outputs = endpoint.collector.take(key);
-    let mut session = endpoint.sessions.take(key);
-    if let Err(e) = result {
-        if let ConversationError::Store(e) = &e {
-            return Err(Retry(format!("session store: {e}")));
-        }
+    let stored = load(shared, key).await?;
+    let mut outcome = endpoint
+        .conversations
+        .handle(key, stored, input, now_ms())
+        .await;
+    if let Some(e) = outcome.error.take() {
         job.answer(Err(e.to_string()));
         return Ok(());
     }
+    let outputs = outcome.bare_outputs();
+    let (subs, ep, user) = (&shared.subscribed, key.endpoint.as_str(), key.user.as_str());
+    if outcome.started {
+        // An agent or integration wrote first (a template notify, an inject).
+        step.notices
+            .extend(notices::conversation_started(subs, ep, user));
+    }
+    step.notices.extend(handover_notices(shared, key, &outcome));
+    let mut session = outcome.record;
     if let Some(record) = &mut session
         && record.state.user.is_none()
     {
         // A conversation an admin starts (a first notify) needs its user for replies.
         record.state.user = Some(job.recipient.clone());
-    }
-    let was_handed_over = before.as_ref().is_some_and(|s| s.handover.is_some());
-    let (subs, ep, user) = (&shared.subscribed, key.endpoint.as_str(), key.user.as_str());
-    if before.is_none() && session.is_some() {
-        // An agent or integration wrote first (a template notify, an inject).
-        step.notices
-            .extend(notices::conversation_started(subs, ep, user));
-    }
-    match (
-        &job.action,
-        session.as_ref().and_then(|s| s.handover.as_ref()),
-    ) {
-        (AdminAction::TakeOver { reason }, Some(handover)) if !was_handed_over => {
-            step.notices.extend(notices::handover_started(
-                subs,
-                ep,
-                user,
-                reason.as_deref(),
-                handover.until_ms,
-            ));
-        }
-        (AdminAction::Release, None) if was_handed_over => {
-            step.notices
-                .extend(notices::handover_ended(subs, ep, user, "released"));
-        }
-        _ => {}
     }
     let recipient = session
         .as_ref()
@@ -641,6 +618,73 @@ async fn run_admin(
     let ids = commit(shared, step).await?;
     job.answer(Ok(ids));
     Ok(())
+}
+
+/// Registers the endpoint's `handover.webhook_url` as an event webhook before its first
+/// step (once per endpoint and URL), so the step's handover notices are delivered to it
+/// like to any subscription: durable, signed, retried.
+async fn ensure_handover_hook(shared: &Arc<Shared>, endpoint: &Endpoint) -> Result<(), Retry> {
+    let Some(url) = &endpoint.config.handover.webhook_url else {
+        return Ok(());
+    };
+    let id = (endpoint.config.id.clone(), url.clone());
+    let hooks = &shared.workers.handover_hooks;
+    if hooks
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .contains(&id)
+    {
+        return Ok(());
+    }
+    notices::ensure_handover_hook(&shared.store, &shared.subscribed, &id.0, url)
+        .await
+        .map_err(|e| Retry(format!("handover webhook: {e}")))?;
+    hooks.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+    Ok(())
+}
+
+/// The conversation's stored session record. The store's read is blocking: it runs on
+/// the blocking pool, not on this async thread.
+async fn load(shared: &Arc<Shared>, key: &SessionKey) -> Result<Option<SessionRecord>, Retry> {
+    let store = shared.store.clone();
+    let (ep, user) = (key.endpoint.clone(), key.user.clone());
+    let json = tokio::task::spawn_blocking(move || store.session(&ep, &user))
+        .await
+        .map_err(|e| Retry(format!("session load: {e}")))?
+        .map_err(|e| Retry(format!("session store: {e}")))?;
+    let Some(json) = json else { return Ok(None) };
+    match serde_json::from_str(&json) {
+        Ok(record) => Ok(Some(record)),
+        Err(e) => {
+            // Retrying cannot fix a record that does not parse (a hand edit, an
+            // incompatible upgrade) and would stall the conversation for good: the
+            // conversation starts afresh instead, loudly.
+            tracing::error!(conversation = %key.masked(), "stored session is unreadable, starting a new one: {e}");
+            Ok(None)
+        }
+    }
+}
+
+/// The step's handover events as event-webhook notices (see [`notices::handover`]); an
+/// endpoint's `handover.webhook_url` is one of its subscriptions ([`ensure_handover_hook`]).
+fn handover_notices(shared: &Shared, key: &SessionKey, outcome: &StepOutcome) -> Vec<Notice> {
+    let until_ms = outcome
+        .record
+        .as_ref()
+        .and_then(|r| r.handover.as_ref())
+        .map_or(0, |h| h.until_ms);
+    outcome
+        .notices
+        .iter()
+        .filter_map(|event: &HandoverEvent| {
+            let until = if event.kind == HandoverKind::Started {
+                until_ms
+            } else {
+                0
+            };
+            notices::handover(&shared.subscribed, &key.user, event, until)
+        })
+        .collect()
 }
 
 /// Commits a step and hands its outbox rows to the sender.

@@ -1,9 +1,9 @@
-//! Wall-clock time in unix milliseconds, behind a trait so tests control it.
+//! The chat's time in unix milliseconds, behind a trait so tests control it.
 //!
-//! Session timestamps (expiry, handover mute, history) are unix milliseconds from a
-//! [`Clock`]. [`TokioClock`] is a unix base plus tokio's monotonic time elapsed since
-//! creation, so `tokio::time::pause`/`advance` move it together with the delivery timers;
-//! it is the one to use in the server. [`SystemClock`] reads the system time directly.
+//! The conversation core reads no clock: its driver passes the time of each step. Here
+//! that time comes from a [`Clock`]. [`TokioClock`] is a unix base plus tokio's monotonic
+//! time elapsed since creation, so `tokio::time::pause`/`advance` move it together with
+//! the pacing sleeps (the tests use it). [`SystemClock`] reads the system time directly.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -1,6 +1,8 @@
-//! Per-conversation lanes: the lock that serializes a conversation, and paced delivery.
+//! Per-conversation lanes for `plugboard chat`: the lock that serializes a conversation,
+//! and paced delivery (the conversation core only says how far apart outputs must be;
+//! here the chat sleeps for it).
 //!
-//! Every entry point takes the conversation's lane (a tokio mutex, FIFO fair, so queued
+//! Every entry point of [`super::conversations::Conversations`] takes the conversation's lane (a tokio mutex, FIFO fair, so queued
 //! inputs run in arrival order and none is dropped) and holds it for the whole step,
 //! delivery included. Different conversations have different lanes and run in parallel.
 //! The lane also remembers when the conversation last got an output, so the minimum gap
@@ -13,7 +15,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Outbound, SessionKey};
+use super::conversations::Outbound;
+use crate::conversation::{Paced, SessionKey};
 use crate::plugins::types::{BotOutput, MarkReadOutput};
 
 /// Idle lanes are pruned once the map grows past this many.
@@ -51,8 +54,8 @@ impl Lanes {
     }
 }
 
-/// Delivers `outputs` in order, at least `delay` apart (also from the lane's previous
-/// delivery). With `typing_for` set and a wait ahead, a read receipt with the typing
+/// Delivers `outputs` in order, each at least its `gap_ms` after the one before (also after
+/// the lane's previous delivery). With `typing_for` set and a wait ahead, a read receipt with the typing
 /// indicator for that inbound message goes out first, once. Stops at the first failed
 /// delivery (later outputs would arrive out of context): `Err` carries what went out and
 /// the reason.
@@ -60,17 +63,20 @@ pub(crate) async fn deliver_paced<O: Outbound>(
     outbound: &O,
     lane: &mut Lane,
     key: &SessionKey,
-    outputs: Vec<BotOutput>,
-    delay: Duration,
+    outputs: Vec<Paced>,
     typing_for: Option<&str>,
 ) -> Result<Vec<BotOutput>, (Vec<BotOutput>, String)> {
     let mut delivered = Vec::with_capacity(outputs.len());
-    if outputs.is_empty() {
+    let Some(first) = outputs.first() else {
         return Ok(delivered);
-    }
-    let due = |lane: &Lane| lane.last_delivery.map(|t| t + delay);
-    let will_wait =
-        !delay.is_zero() && (outputs.len() > 1 || due(lane).is_some_and(|d| d > Instant::now()));
+    };
+    let due = |lane: &Lane, gap_ms: u64| {
+        lane.last_delivery
+            .map(|t| t + Duration::from_millis(gap_ms))
+    };
+    let first_gap = first.gap_ms;
+    let will_wait = first_gap > 0
+        && (outputs.len() > 1 || due(lane, first_gap).is_some_and(|d| d > Instant::now()));
     if let (true, Some(message_id)) = (will_wait, typing_for) {
         let typing = BotOutput::MarkRead(MarkReadOutput {
             message_id: message_id.to_string(),
@@ -81,9 +87,9 @@ pub(crate) async fn deliver_paced<O: Outbound>(
             tracing::warn!(conversation = %key.masked(), %reason, "typing indicator not delivered");
         }
     }
-    for output in outputs {
-        if !delay.is_zero()
-            && let Some(due) = due(lane)
+    for Paced { output, gap_ms } in outputs {
+        if gap_ms > 0
+            && let Some(due) = due(lane, gap_ms)
         {
             tokio::time::sleep_until(due).await;
         }
