@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use axum::body::Bytes;
 use axum::http::StatusCode;
-use plugboard::serve::Server;
+use plugboard::app::Server;
 use plugboard::serve::config::ServeConfig;
 use plugboard_bench::loadgen::{self, EnvelopeSpec, Load, Stop};
 use plugboard_bench::timing::median;

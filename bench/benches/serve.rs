@@ -1,4 +1,4 @@
-//! Serving benchmark: how fast `plugboard::serve::Server` acknowledges signed webhooks,
+//! Serving benchmark: how fast `plugboard::app::Server` acknowledges signed webhooks,
 //! next to a bare axum server on the same machine in the same run (the machine is small
 //! and shared, so the ratios are what to read), and how many replies per second the whole
 //! pipeline (durable write → adapter decode → flow → sender) gets out to a mock Graph API.

@@ -37,6 +37,7 @@
 //! request specs out. The plugin decides, the host does: time, network and state stay here.
 
 pub mod admin;
+pub mod app;
 pub mod business;
 pub mod chat;
 pub mod cli;

@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use plugboard::serve::Server;
+use plugboard::app::Server;
 use plugboard::serve::config::ServeConfig;
 use plugboard_tests::mock_graph::{MOCK_DISPLAY_NUMBER, MockGraph, Reply, describe};
 use plugboard_tests::webhook;

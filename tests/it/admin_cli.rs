@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use plugboard::serve::Server;
+use plugboard::app::Server;
 use plugboard::serve::config::ServeConfig;
 use plugboard_tests::mock_graph::{MockAccount, MockGraph, MockNumber, MockTemplate};
 use plugboard_tests::webhook;

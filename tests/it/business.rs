@@ -10,7 +10,7 @@ use plugboard_tests::webhook;
 use serde_json::{Value, json};
 
 use crate::admin::{Admin, wait_sends};
-use plugboard::serve::Server;
+use plugboard::app::Server;
 use plugboard::serve::config::ServeConfig;
 
 use crate::serve::{

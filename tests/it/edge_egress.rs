@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::IntoResponse;
-use plugboard::serve::Server;
+use plugboard::app::Server;
 use plugboard::serve::config::ServeConfig;
 use plugboard_tests::mock_graph::{MockGraph, describe};
 use serde_json::{Value, json};

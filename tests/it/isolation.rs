@@ -17,7 +17,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use plugboard::serve::Server;
+use plugboard::app::Server;
 use plugboard::serve::config::ServeConfig;
 use plugboard_tests::mock_graph::{MockAccount, MockGraph, MockNumber, MockTemplate, describe};
 use plugboard_tests::webhook;

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use plugboard::plugins::test_guests::{MISBEHAVING, MISBEHAVING_HOOK};
 use plugboard::plugins::types::{BotOutput, Decoded, User};
 use plugboard::plugins::{FailureKind, PluginLimits, SessionView};
-use plugboard::serve::Server;
+use plugboard::app::Server;
 use plugboard::serve::config::ServeConfig;
 use plugboard::store::{DeadLetter, SqliteOptions, SqliteStore, Store};
 use plugboard::transform::{FailurePolicy, Transformers};

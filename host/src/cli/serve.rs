@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::secretbox::{KEY_ENV, Keyring, SecretKey};
-use crate::serve::Server;
+use crate::app::Server;
 use crate::serve::config::ServeConfig;
 use crate::store::sqlite::private::DataDirLock;
 use crate::store::{SecretsReport, SqliteOptions, SqliteStore, Store};

@@ -34,7 +34,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tokio::time::Instant;
 use tower_service::Service;
 
@@ -47,7 +48,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     settings: HttpSettings,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
 ) {
     let limits = Limits {
         header: Duration::from_millis(settings.header_read_timeout_ms),
@@ -62,11 +63,11 @@ pub async fn serve(
                 Ok(permit) => permit,
                 Err(_) => break,
             },
-            _ = stop.wait_for(|stop| *stop) => break,
+            _ = stop.cancelled() => break,
         };
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = stop.wait_for(|stop| *stop) => break,
+            _ = stop.cancelled() => break,
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
@@ -105,7 +106,7 @@ async fn connection(
     stream: TcpStream,
     app: Router,
     limits: Limits,
-    mut stop: watch::Receiver<bool>,
+    stop: CancellationToken,
     permit: OwnedSemaphorePermit,
 ) {
     let track = Arc::new(Track::new());
@@ -131,7 +132,7 @@ async fn connection(
             _ = conn.as_mut() => break,
             // Nothing in flight: dropping the connection closes the socket.
             _ = &mut watchdog => break,
-            _ = stop.wait_for(|stop| *stop), if !draining => {
+            _ = stop.cancelled(), if !draining => {
                 draining = true;
                 conn.as_mut().graceful_shutdown();
             }

@@ -138,7 +138,7 @@ impl Workers {
             .metrics
             .conversations_active
             .set(i64::try_from(active).unwrap_or(i64::MAX));
-        shared.pipeline.spawn(run(shared.clone(), key));
+        shared.tasks.spawn_on(run(shared.clone(), key), &shared.pipeline);
     }
 
     pub fn has_timer(&self, id: i64) -> bool {
