@@ -39,6 +39,7 @@ pub mod admin_cli;
 pub mod business;
 pub mod chat;
 pub mod cli;
+pub mod clock;
 pub mod conversation;
 pub mod egress;
 pub mod flow;

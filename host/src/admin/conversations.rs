@@ -166,7 +166,7 @@ async fn list(
     known_endpoint(&shared, &id).await?;
     let limit = params.limit.unwrap_or(DEFAULT_LIST).clamp(1, MAX_LIST);
     let rows = blocking(&shared, move |store| store.conversations(&id, limit)).await?;
-    let now = crate::serve::now_ms();
+    let now = crate::clock::now_ms();
     Ok(axum::Json(ConversationList {
         conversations: rows.into_iter().map(|row| view(row, now)).collect(),
     }))
@@ -197,7 +197,7 @@ async fn detail(shared: &Arc<Shared>, id: &str, user: &str) -> ApiResult<Convers
         ApiError::not_found(format!("endpoint `{id}` has no conversation with {user}"))
     })?;
     Ok(ConversationDetail {
-        conversation: view(row, crate::serve::now_ms()),
+        conversation: view(row, crate::clock::now_ms()),
         transcript: transcript
             .iter()
             .filter(|item| !is_receipt(item))
@@ -605,7 +605,7 @@ async fn check_window(
         store.last_inbound(&endpoint, &conversation)
     })
     .await?;
-    let now = crate::serve::now_ms();
+    let now = crate::clock::now_ms();
     match last {
         Some(ms) if ms.saturating_add(WINDOW_MS) > now => Ok(()),
         Some(ms) => Err(ApiError::conflict(

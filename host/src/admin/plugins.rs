@@ -282,7 +282,7 @@ async fn install(
         info,
         max_memory_bytes: 0,
         call_timeout_ms: 0,
-        installed_ms: crate::serve::now_ms(),
+        installed_ms: crate::clock::now_ms(),
     };
     set_stored_limits(&mut stored, &limits);
     let replace = params.replace;

@@ -342,7 +342,7 @@ mod campaign_run {
         let dir = std::env::temp_dir().join(format!(
             "plugboard-campaign-{name}-{}-{}",
             std::process::id(),
-            crate::serve::now_ms()
+            crate::clock::now_ms()
         ));
         let store = SqliteStore::open_in(&dir).expect("store");
         let rows: Vec<Upload> = (0..n)

@@ -25,7 +25,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use crate::serve::{Shared, now_ms};
+use crate::clock::now_ms;
+use crate::serve::Shared;
 use crate::store::{Store, StoreError};
 
 use campaigns::{Lane, Runner, tier_limit};

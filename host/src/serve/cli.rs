@@ -163,7 +163,7 @@ pub fn replay(
             return Ok(());
         }
         let count = store
-            .replay_inbox(id, super::now_ms())
+            .replay_inbox(id, crate::clock::now_ms())
             .await
             .map_err(|e| e.to_string())?;
         writeln!(out, "{count} webhook(s) queued again").map_err(io)?;

@@ -35,9 +35,10 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use crate::plugins::types::HandshakeReply;
 use crate::store::InboxRow;
 
+use super::Shared;
 use super::endpoint::Activity;
 use super::signature::{self, SignatureError};
-use super::{Shared, now_ms};
+use crate::clock::now_ms;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()

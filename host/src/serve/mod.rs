@@ -57,7 +57,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::sync::{Notify, mpsc, watch};
@@ -81,12 +81,8 @@ const RESUME_OUTBOX: usize = 1_000_000;
 /// Inbox rows handed to the demux at start; the periodic scan picks up the rest.
 const RESUME_INBOX: usize = 10_000;
 
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+/// Kept for code not yet moved to the leaf; new code uses [`crate::clock::now_ms`].
+pub use crate::clock::now_ms;
 
 /// How an endpoint's webhooks are signed (from the adapter) and the key (from the config).
 #[derive(Clone)]

@@ -32,10 +32,11 @@ use crate::conversation::SessionKey;
 use crate::plugins::types::{DeliveryStatus, Event, EventBody};
 use crate::store::{DemuxOutcome, Demuxed, EventKind, EventRow, InboxRow, NewEvent, OutboxState};
 
+use super::Shared;
 use super::endpoint::Endpoint;
 use super::tenancy::{Item, Route, Router};
 use super::workers::Job;
-use super::{Shared, now_ms};
+use crate::clock::now_ms;
 
 /// Inbox rows decoded and recorded per store call.
 const DEMUX_BATCH: usize = 256;

@@ -43,7 +43,8 @@ use crate::plugins::types::{
 use crate::store::{DeadSend, EventKind, NewEvent, NewOutbox, OutboxRow, OutboxState, StepCommit};
 
 use super::endpoint::{Activity, Endpoint};
-use super::{Shared, notices, now_ms};
+use super::{Shared, notices};
+use crate::clock::now_ms;
 
 /// Meta's customer-service window.
 pub const WINDOW_MS: u64 = 24 * 60 * 60 * 1000;

@@ -29,7 +29,8 @@ use crate::store::{
 };
 
 use super::endpoint::Endpoint;
-use super::{Shared, notices, now_ms};
+use super::{Shared, notices};
+use crate::clock::now_ms;
 
 /// The timer that ends a handover when its mute runs out.
 pub const HANDOVER_END: &str = "handover_end";
