@@ -43,6 +43,7 @@ pub mod clock;
 pub mod conversation;
 pub mod egress;
 pub mod flow;
+pub mod pii;
 pub mod plugins;
 pub mod redact;
 pub mod secretbox;

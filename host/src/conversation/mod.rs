@@ -78,7 +78,7 @@ impl SessionKey {
 impl SessionKey {
     /// The key for logs: the user part masked when PII masking is on (`mask_pii`).
     pub fn masked(&self) -> String {
-        format!("wa_{}", crate::serve::logging::phone(&self.user))
+        format!("wa_{}", crate::pii::phone(&self.user))
     }
 }
 

@@ -70,13 +70,13 @@ impl HandoverSink for WebhookHandover {
             Ok(response) if response.status().is_success() => {}
             Ok(response) => tracing::warn!(
                 kind = ?event.kind,
-                conversation = %crate::serve::logging::phone(&event.conversation),
+                conversation = %crate::pii::phone(&event.conversation),
                 status = response.status().as_u16(),
                 "handover webhook refused the event"
             ),
             Err(e) => tracing::warn!(
                 kind = ?event.kind,
-                conversation = %crate::serve::logging::phone(&event.conversation),
+                conversation = %crate::pii::phone(&event.conversation),
                 error = %e,
                 "handover webhook not reached"
             ),
