@@ -50,3 +50,4 @@ pub mod secretbox;
 pub mod serve;
 pub mod store;
 pub mod transform;
+pub mod whatsapp;

@@ -31,7 +31,7 @@ use crate::store::admin::{ConversationRow, TranscriptItem};
 use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 use super::{blocking, known_endpoint};
 
-use crate::serve::sender::WINDOW_MS;
+use crate::whatsapp::{window_closes_at, window_open};
 
 /// The error code peers use for a free-form send outside the window.
 pub const WINDOW_CLOSED: &str = "WA_WINDOW_CLOSED";
@@ -211,7 +211,7 @@ fn view(row: ConversationRow, now: u64) -> ConversationView {
         .session
         .as_deref()
         .and_then(|json| serde_json::from_str(json).ok());
-    let open_until_ms = row.last_inbound_ms.map(|ms| ms.saturating_add(WINDOW_MS));
+    let open_until_ms = row.last_inbound_ms.map(window_closes_at);
     let handover = record.as_ref().and_then(|r| r.handover.as_ref());
     ConversationView {
         last_message: row.last_event.as_ref().map(|item| {
@@ -607,12 +607,12 @@ async fn check_window(
     .await?;
     let now = crate::clock::now_ms();
     match last {
-        Some(ms) if ms.saturating_add(WINDOW_MS) > now => Ok(()),
+        _ if window_open(last, now) => Ok(()),
         Some(ms) => Err(ApiError::conflict(
             WINDOW_CLOSED,
             format!(
                 "the 24-hour window closed at {} ms (the user's last message + 24 h); send a template instead",
-                ms.saturating_add(WINDOW_MS)
+                window_closes_at(ms)
             ),
         )),
         None => Err(ApiError::conflict(

@@ -36,39 +36,6 @@ use templates::Catalogue;
 const CAMPAIGN_TICK: Duration = Duration::from_millis(250);
 /// How often campaign progress is copied into the metrics.
 const METRICS_EVERY: u32 = 20;
-/// How long after a campaign message a reply is taken as a reply to it.
-pub const CAMPAIGN_REPLY_WINDOW_MS: u64 = 7 * 24 * 60 * 60 * 1000;
-
-/// Texts that opt a user out of business-initiated messages (compared trimmed and
-/// case-insensitively), and the ones that opt them back in.
-pub const OPT_OUT_KEYWORDS: [&str; 3] = ["STOP", "UNSUBSCRIBE", "STOP ALL"];
-pub const OPT_IN_KEYWORDS: [&str; 2] = ["START", "SUBSCRIBE"];
-
-/// Whether a message text is an opt-out (`Some(true)`), an opt-in (`Some(false)`) or
-/// neither.
-pub fn opt_keyword(text: &str) -> Option<bool> {
-    let text = text.trim();
-    if OPT_OUT_KEYWORDS
-        .iter()
-        .any(|k| k.eq_ignore_ascii_case(text))
-    {
-        Some(true)
-    } else if OPT_IN_KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(text)) {
-        Some(false)
-    } else {
-        None
-    }
-}
-
-/// The calendar month (UTC) of a time, `YYYY-MM`.
-pub fn month_of(ms: u64) -> String {
-    let at = std::time::UNIX_EPOCH + Duration::from_millis(ms);
-    humantime::format_rfc3339_seconds(at)
-        .to_string()
-        .chars()
-        .take(7)
-        .collect()
-}
 
 /// What the serving host keeps in memory about accounts, templates and campaigns.
 #[derive(Default)]
@@ -294,19 +261,5 @@ fn campaign_metrics(shared: &Shared) {
                 .with_label_values(&[c.endpoint.as_str(), id.as_str(), state])
                 .set(i64::try_from(n).unwrap_or(i64::MAX));
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn months_and_keywords() {
-        assert_eq!(month_of(0), "1970-01");
-        assert_eq!(month_of(1_796_155_673_000), "2026-12");
-        assert_eq!(opt_keyword(" stop "), Some(true));
-        assert_eq!(opt_keyword("Start"), Some(false));
-        assert_eq!(opt_keyword("stop the order"), None);
     }
 }

@@ -51,8 +51,8 @@ const INLINE_DECODE: usize = 4;
 /// Wait before retrying a store call that failed.
 const STORE_RETRY: Duration = Duration::from_millis(500);
 
-/// Meta's "re-engagement" error: the 24-hour customer service window is closed.
-pub const WINDOW_CLOSED_CODE: i64 = 131_047;
+/// Kept for code not yet moved to the rules' module.
+pub use crate::whatsapp::WINDOW_CLOSED_CODE;
 
 /// Decodes inbox rows and records their events until shutdown.
 pub async fn demux_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<InboxRow>) {
@@ -420,7 +420,7 @@ async fn apply_status_row(shared: &Arc<Shared>, row: &EventRow) -> Option<bool> 
         && status
             .errors
             .iter()
-            .any(|e| e.code == super::sender::STOPPED_MARKETING_CODE)
+            .any(|e| e.code == crate::whatsapp::STOPPED_MARKETING_CODE)
         && let Some(user) = status
             .recipient
             .user_id
@@ -428,7 +428,11 @@ async fn apply_status_row(shared: &Arc<Shared>, row: &EventRow) -> Option<bool> 
             .or(status.recipient.phone.as_ref())
         && let Err(e) = shared
             .store
-            .opt_out(&row.endpoint, user, "meta_131050")
+            .opt_out(
+                &row.endpoint,
+                user,
+                crate::whatsapp::STOPPED_MARKETING_REASON,
+            )
             .await
     {
         // Looked at again with the status (it stays pending until applied).
