@@ -30,7 +30,7 @@ use clap::{Args, Subcommand};
 use reqwest::{Method, StatusCode, Url};
 use serde_json::{Map, Value};
 
-use crate::serve::config::ServeConfig;
+use crate::config::ServeConfig;
 
 mod business;
 
@@ -484,7 +484,7 @@ fn merge_patch(settings: &[String]) -> Result<Value, AdminError> {
         if path.iter().any(|part| part.trim().is_empty()) {
             return Err(usage(format!("`{setting}`: empty key")));
         }
-        let secret = crate::serve::config::SPEC_SECRETS.contains(&key);
+        let secret = crate::config::SPEC_SECRETS.contains(&key);
         let value = match serde_json::from_str(raw) {
             Ok(value @ (Value::Null | Value::String(_))) => value,
             Ok(value) if !secret => value,

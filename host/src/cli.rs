@@ -521,14 +521,7 @@ pub fn spec_json(spec: &RequestSpec) -> Value {
     })
 }
 
-pub(crate) fn adapter_error(e: &crate::plugins::types::AdapterError) -> String {
-    use crate::plugins::types::AdapterError;
-    match e {
-        AdapterError::Malformed(m) => format!("malformed: {m}"),
-        AdapterError::Unsupported(m) => format!("unsupported: {m}"),
-        AdapterError::Invalid(m) => format!("invalid: {m}"),
-    }
-}
+use crate::plugins::adapter_error;
 
 fn read_input(file: &Path) -> Result<Vec<u8>, Failure> {
     if file == Path::new("-") {

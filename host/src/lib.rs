@@ -40,6 +40,7 @@ pub mod business;
 pub mod chat;
 pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod conversation;
 pub mod egress;
 pub mod flow;

@@ -21,10 +21,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::config::TemplateRef;
 use crate::conversation::{SessionKey, SessionRecord};
 use crate::plugins::types::{BotOutput, TemplateOutput, TemplateParameter, TemplateValue, User};
 use crate::serve::Shared;
-use crate::serve::config::TemplateRef;
 use crate::serve::workers::{AdminAction, AdminJob, Job};
 use crate::store::admin::{ConversationRow, TranscriptItem};
 

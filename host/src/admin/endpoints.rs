@@ -33,8 +33,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::config::{EndpointConfig, EndpointSpec, SPEC_SECRETS, Secret};
 use crate::serve::Shared;
-use crate::serve::config::{EndpointConfig, EndpointSpec, SPEC_SECRETS, Secret};
 use crate::serve::endpoint::Activity;
 use crate::serve::registry::{self, spec_json};
 use crate::store::admin::{EndpointState, StoredEndpoint, StoredPlugin};
@@ -491,7 +491,7 @@ fn refuse_env_secrets(body: &Value) -> ApiResult<()> {
 fn refuse_env_secret(key: &str, value: &Value) -> ApiResult<()> {
     let reference = value
         .as_str()
-        .is_some_and(|v| v.starts_with(crate::serve::config::ENV_PREFIX));
+        .is_some_and(|v| v.starts_with(crate::config::ENV_PREFIX));
     if SPEC_SECRETS.contains(&key) && reference {
         return Err(ApiError::invalid_field(format!(
             "spec.{key}: `env:` references are read from the config file only; send the value"

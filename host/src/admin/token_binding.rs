@@ -19,10 +19,10 @@
 //! reference or an empty string does not count, and keeping the stored token is refused.
 //! The refusal names the field; it never contains the token.
 
-use crate::serve::config::{DEFAULT_GRAPH_API_BASE, ENV_PREFIX};
+use crate::config::{DEFAULT_GRAPH_API_BASE, ENV_PREFIX};
 
 /// How every token is masked in an answer (see [`super::mask`]).
-pub const MASK_PREFIX: &str = "********";
+pub use crate::secretbox::MASK_PREFIX;
 
 /// The token a request leaves in place once applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,7 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::admin::mask;
+use crate::secretbox::mask;
 use crate::whatsapp::GraphErrorKind;
 
 /// Items asked for per page.

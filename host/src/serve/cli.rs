@@ -15,7 +15,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::Server;
-use super::config::ServeConfig;
+use crate::config::ServeConfig;
 use crate::secretbox::{KEY_ENV, Keyring, SecretKey};
 use crate::store::sqlite::private::DataDirLock;
 use crate::store::{SecretsReport, SqliteOptions, SqliteStore, Store};

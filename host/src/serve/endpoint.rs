@@ -24,9 +24,9 @@ use crate::store::admin::StoredPlugin;
 use crate::transform::Transformers;
 
 use super::SignatureCheck;
-use super::config::{EndpointConfig, PluginSource, Secret};
 use super::files::FileRoots;
 use super::staging::{Collector, StagedSessions};
+use crate::config::{EndpointConfig, PluginSource, Secret};
 
 /// Settings only the host uses; adapters never get them.
 const HOST_ONLY_SECRETS: [&str; 2] = ["access_token", "app_secret"];
@@ -102,7 +102,7 @@ impl Endpoint {
                 && value.len() >= 4
                 && text.contains(value.as_str())
             {
-                text = text.replace(value.as_str(), &crate::admin::mask(value));
+                text = text.replace(value.as_str(), &crate::secretbox::mask(value));
             }
         }
         text
@@ -134,7 +134,7 @@ impl Endpoint {
             PluginSource::Bundled => (
                 BUNDLED_WHATSAPP.to_vec(),
                 "the bundled WhatsApp adapter".to_string(),
-                super::config::BUNDLED_PLUGIN.to_string(),
+                crate::config::BUNDLED_PLUGIN.to_string(),
             ),
             PluginSource::Path(path) => (
                 std::fs::read(bounds.files.plugin(path).map_err(fail)?)
@@ -150,7 +150,7 @@ impl Endpoint {
                         .map_err(|e| fail(e.to_string()))?
                         .ok_or_else(|| fail(format!("plugin `{name}` is not installed")))?,
                 };
-                limits = crate::admin::plugins::limits_of(&plugin);
+                limits = PluginLimits::installed(plugin.max_memory_bytes, plugin.call_timeout_ms);
                 (plugin.wasm, format!("plugin `{name}`"), name.clone())
             }
         };

@@ -38,7 +38,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::config::HttpSettings;
+use crate::config::HttpSettings;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

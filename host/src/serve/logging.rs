@@ -9,7 +9,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::util::SubscriberInitExt;
 
-pub use super::config::LogFormat;
+pub use crate::config::LogFormat;
 pub use crate::pii::{Masked, PiiKind, mask_pii, phone, set_mask_pii, text};
 
 /// Installs the global subscriber: `RUST_LOG` filters (default `info`), `format` picks

@@ -11,7 +11,6 @@
 //! ```
 //!
 //! - [`cli`]: `plugboard serve` and `plugboard replay`.
-//! - [`config`]: the TOML file (secrets as `env:NAME`), and the demo used without one.
 //! - [`edge`]: the axum router (webhooks, `/healthz`, `/readyz`, `/metrics`).
 //! - [`http`]: the accept loop under it: header, idle and body timeouts, a connection cap.
 //! - [`files`]: flows and plugins confined to `flows_dir` and `plugins_dir`.
@@ -24,17 +23,20 @@
 //! - [`registry`]: the endpoints being served, changeable at run time (admin API), seeded
 //!   from the config into the store at start.
 //! - [`notices`]: the events announced to an endpoint's outbound webhooks.
+//! - [`campaigns`]: the campaign runner's ticks (business rules in [`crate::business`]).
 //! - [`stages`]: liveness of the long-running loops, for `/readyz`.
 //! - [`tenancy`]: the isolation rule: which endpoint a webhook item may be recorded for,
 //!   whatever endpoint received it (else `unowned`).
-//! - [`signature`], [`retry`], [`metrics`], [`logging`]: what their names say.
+//! - [`signature`], [`metrics`], [`logging`]: what their names say.
+//!
+//! The TOML file it is started with is [`crate::config`].
 //!
 //! [`Server::start`] resumes whatever a previous run left pending (inbox rows, events,
 //! outbox rows, timers) before it accepts traffic; [`Server::shutdown`] stops accepting,
 //! lets in-flight requests, steps and sends finish, and leaves the rest pending.
 
+pub mod campaigns;
 pub mod cli;
-pub mod config;
 pub mod edge;
 pub mod endpoint;
 pub mod files;
@@ -45,7 +47,6 @@ pub mod metrics;
 pub mod notices;
 pub mod pipeline;
 pub mod registry;
-pub mod retry;
 pub mod sender;
 pub mod signature;
 pub mod stages;
@@ -67,11 +68,10 @@ use crate::plugins::PluginRuntime;
 use crate::store::sqlite::private;
 use crate::store::{InboxRow, QueueDepths, SqliteOptions, SqliteStore, Store};
 
-use config::{Secret, ServeConfig};
+use crate::config::{RetrySchedule, Secret, ServeConfig};
 use endpoint::Endpoint;
 use metrics::Metrics;
 use registry::Registry;
-use retry::RetrySchedule;
 use sender::SenderHandle;
 use workers::Workers;
 
@@ -122,7 +122,7 @@ pub struct Shared {
     pub retry: RetrySchedule,
     pub request_timeout: Duration,
     /// `[event_webhooks]`: how outbound event webhooks are delivered.
-    pub event_webhooks: config::EventWebhookSettings,
+    pub event_webhooks: crate::config::EventWebhookSettings,
     pub sender_workers: usize,
     pub retention_days: u32,
     /// The runtime the pipeline (demux, workers, sender, timers) runs on: its own threads,
@@ -376,8 +376,8 @@ impl Server {
             "event_delivery",
             crate::admin::events::delivery_loop(shared.clone()),
         ));
-        let campaigns = pipeline_rt
-            .spawn(stages.watch("campaigns", crate::business::campaign_loop(shared.clone())));
+        let campaigns =
+            pipeline_rt.spawn(stages.watch("campaigns", campaigns::campaign_loop(shared.clone())));
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

@@ -207,7 +207,7 @@ fn decode_body(shared: &Shared, endpoint: &Endpoint, body: &[u8]) -> DemuxOutcom
         Ok(Err(e)) => {
             return DemuxOutcome::Dead {
                 reason: "malformed".into(),
-                detail: crate::cli::adapter_error(&e),
+                detail: crate::plugins::adapter_error(&e),
             };
         }
         Ok(Ok(decoded)) => decoded,
@@ -314,7 +314,8 @@ pub async fn dispatch(shared: &Arc<Shared>, rows: Vec<EventRow>) {
             .track(async move { apply_statuses(&shared, statuses).await });
     }
     if !accounts.is_empty() {
-        crate::business::apply_account_events(shared, &accounts).await;
+        crate::business::apply_account_events(shared.store.as_ref(), &shared.business, &accounts)
+            .await;
         done.extend(accounts.iter().map(|r| r.id));
     }
     if !done.is_empty() {

@@ -21,8 +21,8 @@ use crate::plugins::PluginRuntime;
 use crate::store::Store;
 use crate::store::admin::{EndpointState, Seeded, StoredPlugin};
 
-use super::config::{EndpointConfig, EndpointSpec, ServeConfig};
 use super::endpoint::{Bounds, Endpoint};
+use crate::config::{EndpointConfig, EndpointSpec, ServeConfig};
 
 #[derive(Default)]
 pub struct Registry {

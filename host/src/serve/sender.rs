@@ -494,7 +494,13 @@ async fn send_row(shared: &Arc<Shared>, endpoint: &Endpoint, queued: &Queued) ->
     let specs = match rendered {
         Ok(Ok(specs)) => specs,
         Ok(Err(e)) => {
-            return dead(shared, row, "render_failed", crate::cli::adapter_error(&e)).await;
+            return dead(
+                shared,
+                row,
+                "render_failed",
+                crate::plugins::adapter_error(&e),
+            )
+            .await;
         }
         Err(e) => {
             // A plugin failure may be fixed by an upgrade: retried on the schedule.
