@@ -44,6 +44,7 @@ pub mod config;
 pub mod conversation;
 pub mod egress;
 pub mod flow;
+pub mod ids;
 pub mod pii;
 pub mod plugins;
 pub mod redact;

@@ -29,10 +29,7 @@ pub mod runtime;
 pub mod store;
 pub mod webhook;
 
-use std::fmt;
 use std::future::Future;
-
-use serde::{Deserialize, Serialize};
 
 pub use clock::{Clock, SystemClock, TokioClock};
 pub use config::{ConversationConfig, HandoverConfig};
@@ -46,22 +43,11 @@ use crate::flow::{HttpCall, HttpOutcome};
 use crate::plugins::types::{BotOutput, User};
 use crate::transform::TransformError;
 
-/// One conversation: an endpoint and a channel user. Shown as `wa_<user>`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SessionKey {
-    pub endpoint: String,
-    /// The user's business-scoped id (BSUID) when the channel sends one, else the phone.
-    pub user: String,
-}
+/// One conversation: an endpoint and a channel user (the typed key lives in the leaf
+/// [`crate::ids`]; building it from a channel user and masking it for logs are here).
+pub use crate::ids::SessionKey;
 
 impl SessionKey {
-    pub fn new(endpoint: impl Into<String>, user: impl Into<String>) -> Self {
-        SessionKey {
-            endpoint: endpoint.into(),
-            user: user.into(),
-        }
-    }
-
     /// The key of a channel user on an endpoint: BSUID first (usernames without a phone
     /// number exist), else the phone number.
     pub fn for_user(endpoint: &str, user: &User) -> Result<Self, ConversationError> {
@@ -79,12 +65,6 @@ impl SessionKey {
     /// The key for logs: the user part masked when PII masking is on (`mask_pii`).
     pub fn masked(&self) -> String {
         format!("wa_{}", crate::pii::phone(&self.user))
-    }
-}
-
-impl fmt::Display for SessionKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "wa_{}", self.user)
     }
 }
 
