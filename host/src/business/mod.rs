@@ -12,7 +12,7 @@
 //! - [`BusinessState`]: what the serving host keeps in memory for these (the catalogue,
 //!   which endpoints have campaigns, reply counts per month), rebuilt from the store.
 //!
-//! The admin API (`crate::admin::accounts`, `crate::admin::campaigns`) and the Webitel-style
+//! The admin API (its `accounts` and `campaigns` handlers) and the Webitel-style
 //! `GET /webhooks/{endpoint}?whatsapp=…` form call into here; the store keeps it all
 //! (`crate::store::business`).
 
