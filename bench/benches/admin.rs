@@ -25,7 +25,7 @@ use anyhow::Context;
 use axum::body::Bytes;
 use axum::http::StatusCode;
 use plugboard::app::Server;
-use plugboard::serve::config::ServeConfig;
+use plugboard::config::ServeConfig;
 use plugboard_bench::loadgen::{self, EnvelopeSpec, Load, Stop};
 use plugboard_bench::timing::median;
 use serde_json::{Value, json};

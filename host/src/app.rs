@@ -27,7 +27,7 @@ use crate::endpoints::endpoint;
 use crate::endpoints::files;
 use crate::endpoints::registry;
 use crate::plugins::PluginRuntime;
-use crate::serve::config::ServeConfig;
+use crate::config::ServeConfig;
 use crate::serve::metrics::Metrics;
 use crate::serve::sender::{self, SenderHandle};
 use crate::serve::workers::Workers;
@@ -227,7 +227,7 @@ impl Server {
             on,
         );
         tasks.spawn_on(
-            stages.watch("campaigns", crate::business::campaign_loop(shared.clone())),
+            stages.watch("campaigns", crate::serve::campaigns::campaign_loop(shared.clone())),
             on,
         );
 

@@ -38,6 +38,8 @@ const V1_PREFIX: &str = "enc:v1:";
 pub const ENV_REFERENCE: &str = "env:";
 /// The secret fields of an endpoint spec: the one list every layer masks and seals.
 pub const SPEC_SECRETS: [&str; 3] = ["access_token", "verify_token", "app_secret"];
+/// How every secret is masked for display (see [`mask`]).
+pub const MASK_PREFIX: &str = "********";
 const KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 24;
 
@@ -320,9 +322,33 @@ impl Keyring {
     }
 }
 
+/// Masks a secret for display: its last 4 characters when it is long enough that they
+/// give nothing away (12 or more), else nothing; `env:NAME` references are shown as they
+/// are (the name is not the secret).
+pub fn mask(secret: &str) -> String {
+    if secret.starts_with(ENV_REFERENCE) {
+        return secret.to_string();
+    }
+    let chars: Vec<char> = secret.chars().collect();
+    if chars.len() < 12 {
+        return MASK_PREFIX.to_string();
+    }
+    let tail: String = chars[chars.len() - 4..].iter().collect();
+    format!("{MASK_PREFIX}{tail}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn masking() {
+        assert_eq!(mask("EAAGm0PX4ZCpsBAabcd1234"), "********1234");
+        assert_eq!(mask("short"), "********");
+        assert_eq!(mask("env:WA_TOKEN"), "env:WA_TOKEN");
+        // Multi-byte characters are counted as characters, never split.
+        assert_eq!(mask("ééééééééééééé1234"), "********1234");
+    }
 
     fn key(byte: u8) -> SecretKey {
         SecretKey::from_bytes([byte; KEY_LEN])

@@ -29,8 +29,9 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::business::graph::{GraphClient, GraphError, GraphTemplate};
-use crate::serve::config::DEFAULT_GRAPH_API_VERSION;
-use crate::serve::{Shared, now_ms};
+use crate::clock::now_ms;
+use crate::config::DEFAULT_GRAPH_API_VERSION;
+use crate::serve::Shared;
 use crate::store::business::{StoredAccount, StoredNumber, StoredTemplate};
 
 use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};

@@ -20,7 +20,8 @@ use utoipa_axum::routes;
 use crate::business::campaigns::{Upload, parse_recipients};
 use crate::business::templates::Check;
 use crate::business::upload::{self, MAX_RECIPIENTS, Recipients, UploadError};
-use crate::serve::{Shared, now_ms};
+use crate::clock::now_ms;
+use crate::serve::Shared;
 use crate::store::business::{CampaignProgress, CampaignRow, NewCampaign, OptOut};
 
 use super::error::{ApiError, ApiResult, ErrorBody};

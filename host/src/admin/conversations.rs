@@ -21,17 +21,17 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::config::TemplateRef;
 use crate::conversation::{SessionKey, SessionRecord};
 use crate::plugins::types::{BotOutput, TemplateOutput, TemplateParameter, TemplateValue, User};
 use crate::serve::Shared;
-use crate::serve::config::TemplateRef;
 use crate::serve::workers::{AdminAction, AdminJob, Job};
 use crate::store::admin::{ConversationRow, TranscriptItem};
 
 use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 use super::{blocking, known_endpoint};
 
-use crate::serve::sender::WINDOW_MS;
+use crate::whatsapp::{window_closes_at, window_open};
 
 /// The error code peers use for a free-form send outside the window.
 pub const WINDOW_CLOSED: &str = "WA_WINDOW_CLOSED";
@@ -166,7 +166,7 @@ async fn list(
     known_endpoint(&shared, &id).await?;
     let limit = params.limit.unwrap_or(DEFAULT_LIST).clamp(1, MAX_LIST);
     let rows = blocking(&shared, move |store| store.conversations(&id, limit)).await?;
-    let now = crate::serve::now_ms();
+    let now = crate::clock::now_ms();
     Ok(axum::Json(ConversationList {
         conversations: rows.into_iter().map(|row| view(row, now)).collect(),
     }))
@@ -197,7 +197,7 @@ async fn detail(shared: &Arc<Shared>, id: &str, user: &str) -> ApiResult<Convers
         ApiError::not_found(format!("endpoint `{id}` has no conversation with {user}"))
     })?;
     Ok(ConversationDetail {
-        conversation: view(row, crate::serve::now_ms()),
+        conversation: view(row, crate::clock::now_ms()),
         transcript: transcript
             .iter()
             .filter(|item| !is_receipt(item))
@@ -211,7 +211,7 @@ fn view(row: ConversationRow, now: u64) -> ConversationView {
         .session
         .as_deref()
         .and_then(|json| serde_json::from_str(json).ok());
-    let open_until_ms = row.last_inbound_ms.map(|ms| ms.saturating_add(WINDOW_MS));
+    let open_until_ms = row.last_inbound_ms.map(window_closes_at);
     let handover = record.as_ref().and_then(|r| r.handover.as_ref());
     ConversationView {
         last_message: row.last_event.as_ref().map(|item| {
@@ -605,14 +605,14 @@ async fn check_window(
         store.last_inbound(&endpoint, &conversation)
     })
     .await?;
-    let now = crate::serve::now_ms();
+    let now = crate::clock::now_ms();
     match last {
-        Some(ms) if ms.saturating_add(WINDOW_MS) > now => Ok(()),
+        _ if window_open(last, now) => Ok(()),
         Some(ms) => Err(ApiError::conflict(
             WINDOW_CLOSED,
             format!(
                 "the 24-hour window closed at {} ms (the user's last message + 24 h); send a template instead",
-                ms.saturating_add(WINDOW_MS)
+                window_closes_at(ms)
             ),
         )),
         None => Err(ApiError::conflict(

@@ -30,11 +30,12 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::config::{EndpointConfig, EndpointSpec, SPEC_SECRETS, Secret};
 use crate::endpoints::endpoint::Activity;
 use crate::endpoints::lifecycle::{EndpointError, Lifecycle};
 use crate::serve::Shared;
-use crate::serve::config::{EndpointConfig, EndpointSpec, SPEC_SECRETS, Secret};
 use crate::store::admin::{EndpointState, StoredEndpoint};
+use crate::whatsapp::GraphErrorKind;
 
 use super::error::{ApiError, ApiJson, ApiResult, ErrorBody};
 use super::{PREFIX, blocking, mask};
@@ -568,7 +569,8 @@ async fn graph_phone_number(
     Err(graph_problem(status, &body, &config.phone_number_id))
 }
 
-/// Graph's error codes as advice (field notes: 190 token, 200/10 permission, 100 id).
+/// Graph's error codes as advice ([`GraphErrorKind`]: 190 token, 10/200–299 permission,
+/// 100 id).
 fn graph_problem(status: StatusCode, body: &Value, phone_number_id: &str) -> Problem {
     let error = body.get("error");
     let code = error.and_then(|e| e.get("code")).and_then(Value::as_i64);
@@ -576,25 +578,25 @@ fn graph_problem(status: StatusCode, body: &Value, phone_number_id: &str) -> Pro
         .and_then(|e| e.get("message"))
         .and_then(Value::as_str)
         .unwrap_or("no error message");
-    match code {
-        Some(190) => problem(
+    match code.map(|c| (c, GraphErrorKind::of(c))) {
+        Some((_, GraphErrorKind::AccessTokenInvalid)) => problem(
             "access_token_invalid",
             format!("the access token is invalid or expired (Graph error 190: {message})"),
         ),
-        Some(10 | 200) => problem(
+        Some((_, GraphErrorKind::PermissionMissing)) => problem(
             "permission_missing",
             format!(
                 "the token lacks whatsapp_business_messaging/management permission for this number (Graph error {}: {message})",
                 code.unwrap_or_default()
             ),
         ),
-        Some(100) => problem(
+        Some((_, GraphErrorKind::InvalidParameter)) => problem(
             "phone_number_id_unknown",
             format!(
                 "phone_number_id {phone_number_id} does not exist or this token cannot see it (Graph error 100: {message})"
             ),
         ),
-        Some(other) => problem(
+        Some((other, GraphErrorKind::Other)) => problem(
             "graph_error",
             format!("the Graph API answered {status} with error {other}: {message}"),
         ),

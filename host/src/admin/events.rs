@@ -39,7 +39,8 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::serve::{Shared, now_ms};
+use crate::clock::now_ms;
+use crate::serve::Shared;
 use crate::store::admin::{Attempt, Delivery, HOOK_EVENTS, Subscription};
 
 use super::endpoints::detached;

@@ -235,33 +235,12 @@ pub(crate) async fn known_endpoint(shared: &Arc<Shared>, id: &str) -> Result<(),
         .ok_or_else(|| ApiError::not_found(format!("no endpoint `{id}`")))
 }
 
-/// Masks a secret for display: its last 4 characters when it is long enough that they
-/// give nothing away (12 or more), else nothing; `env:NAME` references are shown as they
-/// are (the name is not the secret).
-pub fn mask(secret: &str) -> String {
-    if secret.starts_with(crate::serve::config::ENV_PREFIX) {
-        return secret.to_string();
-    }
-    let chars: Vec<char> = secret.chars().collect();
-    if chars.len() < 12 {
-        return token_binding::MASK_PREFIX.to_string();
-    }
-    let tail: String = chars[chars.len() - 4..].iter().collect();
-    format!("{}{tail}", token_binding::MASK_PREFIX)
-}
+/// Secrets are masked for display by the leaf [`crate::secretbox`].
+pub use crate::secretbox::mask;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn masking() {
-        assert_eq!(mask("EAAGm0PX4ZCpsBAabcd1234"), "********1234");
-        assert_eq!(mask("short"), "********");
-        assert_eq!(mask("env:WA_TOKEN"), "env:WA_TOKEN");
-        // Multi-byte characters are counted as characters, never split.
-        assert_eq!(mask("ééééééééééééé1234"), "********1234");
-    }
 
     #[test]
     fn every_route_is_documented_under_the_prefix() {

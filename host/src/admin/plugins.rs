@@ -22,10 +22,10 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::config::BUNDLED_PLUGIN;
 use crate::plugins::types::ChannelInfo;
 use crate::plugins::{AdapterPlugin, BUNDLED_WHATSAPP, PluginLimits};
 use crate::serve::Shared;
-use crate::serve::config::BUNDLED_PLUGIN;
 use crate::store::admin::StoredPlugin;
 
 use super::error::{ApiError, ApiJson, ApiResult, ErrorBody, bytes_rejection};
@@ -51,11 +51,7 @@ pub struct LimitsPatch {
 
 /// The limits an installed plugin runs under.
 pub fn limits_of(plugin: &StoredPlugin) -> PluginLimits {
-    PluginLimits {
-        max_memory_bytes: usize::try_from(plugin.max_memory_bytes).unwrap_or(usize::MAX),
-        call_deadline: Duration::from_millis(plugin.call_timeout_ms),
-        ..PluginLimits::default()
-    }
+    PluginLimits::installed(plugin.max_memory_bytes, plugin.call_timeout_ms)
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -274,7 +270,7 @@ async fn install(
         info,
         max_memory_bytes: 0,
         call_timeout_ms: 0,
-        installed_ms: crate::serve::now_ms(),
+        installed_ms: crate::clock::now_ms(),
     };
     set_stored_limits(&mut stored, &limits);
     let replace = params.replace;
@@ -327,7 +323,7 @@ fn limits_with(
 }
 
 fn valid_name(name: &str) -> bool {
-    crate::serve::config::valid_id(name)
+    crate::config::valid_id(name)
 }
 
 fn set_stored_limits(plugin: &mut StoredPlugin, limits: &PluginLimits) {

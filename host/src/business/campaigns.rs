@@ -26,10 +26,12 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::config::EndpointConfig;
+use crate::plugins::types::Business;
 use crate::store::business::{Claim, Claimed, NewRecipient};
 use crate::store::{OutboxRow, Store, StoreError};
 
-use super::templates::TemplateSpec;
+use super::templates::{Catalogue, TemplateSpec};
 use super::upload::Recipients;
 
 /// Most recipients claimed by one store call.
@@ -115,6 +117,25 @@ pub struct Lane {
     pub tier_limit: Option<u64>,
     /// Campaign messages per second.
     pub per_second: f64,
+}
+
+/// Where an endpoint's campaign messages go out from now: its business identity, the
+/// portfolio whose messaging limit they count against and its share of the number's
+/// throughput. `None` while it cannot send (disabled, or no access token).
+pub fn lane(config: &EndpointConfig, business: &Business, catalogue: &Catalogue) -> Option<Lane> {
+    if !config.enabled || config.access_token.is_none() {
+        return None;
+    }
+    let business = serde_json::to_string(business).ok()?;
+    // From memory: this runs for every live campaign on every tick.
+    let (portfolio, tier) = catalogue.limit_of(config);
+    Some(Lane {
+        business,
+        portfolio,
+        tier_limit: tier_limit(tier.as_deref()),
+        per_second: f64::from(config.throughput_per_second) * f64::from(config.campaign_share)
+            / 100.0,
+    })
 }
 
 /// Unique users per moving 24 hours for Meta's tier names (older names included).
@@ -342,7 +363,7 @@ mod campaign_run {
         let dir = std::env::temp_dir().join(format!(
             "plugboard-campaign-{name}-{}-{}",
             std::process::id(),
-            crate::serve::now_ms()
+            crate::clock::now_ms()
         ));
         let store = SqliteStore::open_in(&dir).expect("store");
         let rows: Vec<Upload> = (0..n)

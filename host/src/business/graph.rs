@@ -13,7 +13,8 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::admin::mask;
+use crate::secretbox::mask;
+use crate::whatsapp::GraphErrorKind;
 
 /// Items asked for per page.
 const PAGE_SIZE: usize = 100;
@@ -153,20 +154,20 @@ impl GraphClient<'_> {
             .and_then(Value::as_str)
             .unwrap_or("no error message")
             .replace(self.token, &mask(self.token));
-        let (kind, advice) = match code {
-            190 => (
+        let (kind, advice) = match GraphErrorKind::of(code) {
+            GraphErrorKind::AccessTokenInvalid => (
                 "access_token_invalid",
                 "the access token is invalid or expired",
             ),
-            10 | 200..=299 => (
+            GraphErrorKind::PermissionMissing => (
                 "permission_missing",
                 "the token lacks the whatsapp_business_management permission for this",
             ),
-            100 => (
+            GraphErrorKind::InvalidParameter => (
                 "invalid_parameter",
                 "the Graph API refused a parameter (an unknown id, or one this token cannot see)",
             ),
-            _ => ("graph_error", "the Graph API refused the call"),
+            GraphErrorKind::Other => ("graph_error", "the Graph API refused the call"),
         };
         GraphError::Meta {
             status: status.as_u16(),

@@ -12,7 +12,7 @@
 //! - [`BusinessState`]: what the serving host keeps in memory for these (the catalogue,
 //!   which endpoints have campaigns, reply counts per month), rebuilt from the store.
 //!
-//! The admin API (`crate::admin::accounts`, `crate::admin::campaigns`) and the Webitel-style
+//! The admin API (its `accounts` and `campaigns` handlers) and the Webitel-style
 //! `GET /webhooks/{endpoint}?whatsapp=…` form call into here; the store keeps it all
 //! (`crate::store::business`).
 
@@ -22,52 +22,11 @@ pub mod templates;
 pub mod upload;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::sync::{Mutex, RwLock};
 
-use crate::serve::{Shared, now_ms};
 use crate::store::{Store, StoreError};
 
-use campaigns::{Lane, Runner, tier_limit};
 use templates::Catalogue;
-
-/// How often the campaign runner looks at its campaigns.
-const CAMPAIGN_TICK: Duration = Duration::from_millis(250);
-/// How often campaign progress is copied into the metrics.
-const METRICS_EVERY: u32 = 20;
-/// How long after a campaign message a reply is taken as a reply to it.
-pub const CAMPAIGN_REPLY_WINDOW_MS: u64 = 7 * 24 * 60 * 60 * 1000;
-
-/// Texts that opt a user out of business-initiated messages (compared trimmed and
-/// case-insensitively), and the ones that opt them back in.
-pub const OPT_OUT_KEYWORDS: [&str; 3] = ["STOP", "UNSUBSCRIBE", "STOP ALL"];
-pub const OPT_IN_KEYWORDS: [&str; 2] = ["START", "SUBSCRIBE"];
-
-/// Whether a message text is an opt-out (`Some(true)`), an opt-in (`Some(false)`) or
-/// neither.
-pub fn opt_keyword(text: &str) -> Option<bool> {
-    let text = text.trim();
-    if OPT_OUT_KEYWORDS
-        .iter()
-        .any(|k| k.eq_ignore_ascii_case(text))
-    {
-        Some(true)
-    } else if OPT_IN_KEYWORDS.iter().any(|k| k.eq_ignore_ascii_case(text)) {
-        Some(false)
-    } else {
-        None
-    }
-}
-
-/// The calendar month (UTC) of a time, `YYYY-MM`.
-pub fn month_of(ms: u64) -> String {
-    let at = std::time::UNIX_EPOCH + Duration::from_millis(ms);
-    humantime::format_rfc3339_seconds(at)
-        .to_string()
-        .chars()
-        .take(7)
-        .collect()
-}
 
 /// What the serving host keeps in memory about accounts, templates and campaigns.
 #[derive(Default)]
@@ -155,60 +114,14 @@ impl BusinessState {
     }
 }
 
-/// Where an endpoint's campaign messages go out from now; `None` while it is not served.
-pub fn lane(shared: &Shared, endpoint: &str) -> Option<Lane> {
-    let endpoint = shared.endpoints.get(endpoint)?;
-    let config = &endpoint.config;
-    if !config.enabled || config.access_token.is_none() {
-        return None;
-    }
-    let business = serde_json::to_string(&endpoint.business).ok()?;
-    // From memory: this runs for every live campaign on every tick.
-    let (portfolio, tier) = shared.business.catalogue.limit_of(config);
-    Some(Lane {
-        business,
-        portfolio,
-        tier_limit: tier_limit(tier.as_deref()),
-        per_second: f64::from(config.throughput_per_second) * f64::from(config.campaign_share)
-            / 100.0,
-    })
-}
-
-/// Runs the campaigns until shutdown.
-pub async fn campaign_loop(shared: Arc<Shared>) {
-    let mut runner = Runner::new();
-    let mut tick = tokio::time::interval(CAMPAIGN_TICK);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut stopping = shared.stop_signal();
-    let mut rounds = 0u32;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stopping.changed() => {}
-        }
-        if shared.is_stopping() {
-            return;
-        }
-        let lanes = |id: &str| lane(&shared, id);
-        match runner.tick(shared.store.as_ref(), now_ms(), &lanes).await {
-            Ok(done) => {
-                if !done.rows.is_empty() {
-                    shared.sender.enqueue(done.rows);
-                }
-            }
-            Err(e) => tracing::warn!("campaign runner (retrying): {e}"),
-        }
-        rounds = rounds.wrapping_add(1);
-        if rounds.is_multiple_of(METRICS_EVERY) {
-            campaign_metrics(&shared);
-        }
-    }
-}
-
 /// Applies account-level webhook items (template status, quality and category changes;
 /// a number's quality or messaging-limit change) to the stored accounts, then rebuilds
 /// the catalogue. An item for an account the host does not know is only logged.
-pub async fn apply_account_events(shared: &Shared, rows: &[crate::store::EventRow]) {
+pub async fn apply_account_events(
+    store: &dyn Store,
+    business: &BusinessState,
+    rows: &[crate::store::EventRow],
+) {
     use crate::plugins::types::{Event, EventBody, TemplateChange as Wire};
     use crate::store::business::TemplateChange;
 
@@ -227,8 +140,7 @@ pub async fn apply_account_events(shared: &Shared, rows: &[crate::store::EventRo
                     Wire::Category(c) => TemplateChange::Category(c.current.clone()),
                 };
                 tracing::info!(%account, template = %t.name, language = %t.language, ?change, "template changed at Meta");
-                shared
-                    .store
+                store
                     .update_template(&account, &t.template_id, &t.name, &t.language, change)
                     .await
             }
@@ -246,8 +158,7 @@ pub async fn apply_account_events(shared: &Shared, rows: &[crate::store::EventRo
                     _ => None,
                 };
                 tracing::info!(%account, event = %n.event, limit = ?n.messaging_limit, "number changed at Meta");
-                shared
-                    .store
+                store
                     .update_number(&account, &digits, n.messaging_limit.clone(), quality)
                     .await
             }
@@ -261,51 +172,7 @@ pub async fn apply_account_events(shared: &Shared, rows: &[crate::store::EventRo
             Err(e) => tracing::warn!(event = row.id, "cannot apply an account event: {e}"),
         }
     }
-    if changed && let Err(e) = shared.business.reload(shared.store.as_ref()) {
+    if changed && let Err(e) = business.reload(store) {
         tracing::warn!("cannot reload the template catalogue: {e}");
-    }
-}
-
-fn campaign_metrics(shared: &Shared) {
-    let Ok(campaigns) = shared.store.campaigns(None) else {
-        return;
-    };
-    for c in campaigns.iter().filter(|c| {
-        c.finished_ms
-            .is_none_or(|f| now_ms().saturating_sub(f) < 10 * 60 * 1000)
-    }) {
-        let Ok(p) = shared.store.campaign_progress(c.id) else {
-            continue;
-        };
-        let id = c.id.to_string();
-        for (state, n) in [
-            ("queued", p.queued),
-            ("sending", p.sending),
-            ("sent", p.sent),
-            ("delivered", p.delivered),
-            ("read", p.read),
-            ("failed", p.failed),
-            ("opted_out", p.opted_out),
-        ] {
-            shared
-                .metrics
-                .campaign_recipients
-                .with_label_values(&[c.endpoint.as_str(), id.as_str(), state])
-                .set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn months_and_keywords() {
-        assert_eq!(month_of(0), "1970-01");
-        assert_eq!(month_of(1_796_155_673_000), "2026-12");
-        assert_eq!(opt_keyword(" stop "), Some(true));
-        assert_eq!(opt_keyword("Start"), Some(false));
-        assert_eq!(opt_keyword("stop the order"), None);
     }
 }

@@ -17,11 +17,11 @@ use std::sync::{Arc, RwLock};
 
 use serde_json::Value;
 
+use crate::config::EndpointConfig;
 use crate::plugins::types::{
     MediaKind, MediaOutput, MediaSource, TemplateButton, TemplateButtonKind, TemplateOutput,
     TemplateParameter, TemplateValue,
 };
-use crate::serve::config::EndpointConfig;
 use crate::store::business::{StoredAccount, StoredNumber, StoredTemplate};
 
 /// What a template's header needs.
@@ -568,9 +568,8 @@ mod tests {
                 "[[endpoints]]\nid = 'shop'\nflow = 'f.json'\nphone_number_id = '{number}'\nverify_token = 'vt'\n\
                  insecure_skip_signature = true\n"
             );
-            let config =
-                crate::serve::config::ServeConfig::from_toml(&toml, std::path::Path::new("."))
-                    .expect("config");
+            let config = crate::config::ServeConfig::from_toml(&toml, std::path::Path::new("."))
+                .expect("config");
             config.endpoints.into_iter().next().expect("an endpoint")
         };
         let account = |id: &str, portfolio: Option<&str>| StoredAccount {

@@ -5,18 +5,12 @@
 //! time elapsed since creation, so `tokio::time::pause`/`advance` move it together with
 //! the pacing sleeps (the tests use it). [`SystemClock`] reads the system time directly.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 /// Unix time in milliseconds.
 pub trait Clock: Send + Sync {
     fn now_ms(&self) -> u64;
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+use crate::clock::now_ms as unix_ms;
 
 /// The system clock.
 #[derive(Debug, Clone, Copy, Default)]

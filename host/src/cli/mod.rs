@@ -446,12 +446,4 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// An adapter's refusal as one line of text.
-pub(crate) fn adapter_error(e: &crate::plugins::types::AdapterError) -> String {
-    use crate::plugins::types::AdapterError;
-    match e {
-        AdapterError::Malformed(m) => format!("malformed: {m}"),
-        AdapterError::Unsupported(m) => format!("unsupported: {m}"),
-        AdapterError::Invalid(m) => format!("invalid: {m}"),
-    }
-}
+pub(crate) use crate::plugins::adapter_error;

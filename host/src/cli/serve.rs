@@ -14,9 +14,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::config::ServeConfig;
 use crate::secretbox::{KEY_ENV, Keyring, SecretKey};
 use crate::app::Server;
-use crate::serve::config::ServeConfig;
 use crate::store::sqlite::private::DataDirLock;
 use crate::store::{SecretsReport, SqliteOptions, SqliteStore, Store};
 
@@ -163,7 +163,7 @@ pub fn replay(
             return Ok(());
         }
         let count = store
-            .replay_inbox(id, crate::serve::now_ms())
+            .replay_inbox(id, crate::clock::now_ms())
             .await
             .map_err(|e| e.to_string())?;
         writeln!(out, "{count} webhook(s) queued again").map_err(io)?;

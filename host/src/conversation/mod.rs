@@ -23,10 +23,8 @@ pub mod http;
 pub mod step;
 pub mod store;
 
-use std::fmt;
 use std::future::Future;
 
-use serde::{Deserialize, Serialize};
 
 pub use config::{ConversationConfig, HandoverConfig};
 pub use handover::{HandoverEvent, HandoverKind};
@@ -41,22 +39,11 @@ use crate::flow::{HttpCall, HttpOutcome};
 use crate::plugins::types::User;
 use crate::transform::TransformError;
 
-/// One conversation: an endpoint and a channel user. Shown as `wa_<user>`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SessionKey {
-    pub endpoint: String,
-    /// The user's business-scoped id (BSUID) when the channel sends one, else the phone.
-    pub user: String,
-}
+/// One conversation: an endpoint and a channel user (the typed key lives in the leaf
+/// [`crate::ids`]; building it from a channel user and masking it for logs are here).
+pub use crate::ids::SessionKey;
 
 impl SessionKey {
-    pub fn new(endpoint: impl Into<String>, user: impl Into<String>) -> Self {
-        SessionKey {
-            endpoint: endpoint.into(),
-            user: user.into(),
-        }
-    }
-
     /// The key of a channel user on an endpoint: BSUID first (usernames without a phone
     /// number exist), else the phone number.
     pub fn for_user(endpoint: &str, user: &User) -> Result<Self, ConversationError> {
@@ -73,13 +60,7 @@ impl SessionKey {
 impl SessionKey {
     /// The key for logs: the user part masked when PII masking is on (`mask_pii`).
     pub fn masked(&self) -> String {
-        format!("wa_{}", crate::serve::logging::phone(&self.user))
-    }
-}
-
-impl fmt::Display for SessionKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "wa_{}", self.user)
+        format!("wa_{}", crate::pii::phone(&self.user))
     }
 }
 

@@ -24,7 +24,7 @@ use crate::store::admin::StoredPlugin;
 use crate::transform::Transformers;
 
 use super::files::FileRoots;
-use crate::serve::config::{EndpointConfig, PluginSource, Secret};
+use crate::config::{EndpointConfig, PluginSource, Secret};
 
 /// Settings only the host uses; adapters never get them.
 const HOST_ONLY_SECRETS: [&str; 2] = ["access_token", "app_secret"];
@@ -106,7 +106,7 @@ impl Endpoint {
                 && value.len() >= 4
                 && text.contains(value.as_str())
             {
-                text = text.replace(value.as_str(), &crate::admin::mask(value));
+                text = text.replace(value.as_str(), &crate::secretbox::mask(value));
             }
         }
         text
@@ -138,7 +138,7 @@ impl Endpoint {
             PluginSource::Bundled => (
                 BUNDLED_WHATSAPP.to_vec(),
                 "the bundled WhatsApp adapter".to_string(),
-                crate::serve::config::BUNDLED_PLUGIN.to_string(),
+                crate::config::BUNDLED_PLUGIN.to_string(),
             ),
             PluginSource::Path(path) => (
                 std::fs::read(bounds.files.plugin(path).map_err(fail)?)
@@ -154,7 +154,7 @@ impl Endpoint {
                         .map_err(|e| fail(e.to_string()))?
                         .ok_or_else(|| fail(format!("plugin `{name}` is not installed")))?,
                 };
-                limits = crate::admin::plugins::limits_of(&plugin);
+                limits = PluginLimits::installed(plugin.max_memory_bytes, plugin.call_timeout_ms);
                 (plugin.wasm, format!("plugin `{name}`"), name.clone())
             }
         };

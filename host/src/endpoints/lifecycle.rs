@@ -28,7 +28,7 @@ use super::endpoint::{Bounds, Endpoint};
 use super::registry::{self, Registry, spec_json};
 use super::token_binding::{self, Token};
 use crate::plugins::PluginRuntime;
-use crate::serve::config::{ENV_PREFIX, EndpointConfig, EndpointSpec, SPEC_SECRETS};
+use crate::config::{ENV_PREFIX, EndpointConfig, EndpointSpec, SPEC_SECRETS};
 use crate::store::admin::{EndpointState, StoredEndpoint, StoredPlugin};
 use crate::store::{Store, StoreError};
 
@@ -223,7 +223,7 @@ impl Lifecycle<'_> {
             let unchanged_secret = SPEC_SECRETS.contains(&key.as_str())
                 && old.is_some_and(|old| {
                     // `admin::mask` moves to secretbox (helper A's part).
-                    value.as_str() == Some(crate::admin::mask(old).as_str())
+                    value.as_str() == Some(crate::secretbox::mask(old).as_str())
                         || value.as_str() == Some(old)
                 });
             if unchanged_secret {

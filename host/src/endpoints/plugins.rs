@@ -11,7 +11,7 @@ use serde_json::Map;
 
 use super::lifecycle::{EndpointError, EndpointResult, Held, Lifecycle, Prepared};
 use crate::plugins::{AdapterPlugin, PluginLimits};
-use crate::serve::config::{BUNDLED_PLUGIN, EndpointSpec};
+use crate::config::{BUNDLED_PLUGIN, EndpointSpec};
 use crate::store::admin::StoredPlugin;
 
 impl Lifecycle<'_> {

@@ -22,7 +22,7 @@ use crate::store::Store;
 use crate::store::admin::{EndpointState, Seeded, StoredPlugin};
 
 use super::endpoint::{Bounds, Endpoint};
-use crate::serve::config::{EndpointConfig, EndpointSpec, ServeConfig};
+use crate::config::{EndpointConfig, EndpointSpec, ServeConfig};
 
 #[derive(Default)]
 pub struct Registry {

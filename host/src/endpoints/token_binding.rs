@@ -19,10 +19,10 @@
 //! reference or an empty string does not count, and keeping the stored token is refused.
 //! The refusal names the field; it never contains the token.
 
-use crate::serve::config::{DEFAULT_GRAPH_API_BASE, ENV_PREFIX};
+use crate::config::{DEFAULT_GRAPH_API_BASE, ENV_PREFIX};
 
-/// How every token is masked in an answer (see `admin::mask`).
-pub const MASK_PREFIX: &str = "********";
+/// How every token is masked in an answer (see `secretbox::mask`).
+pub use crate::secretbox::MASK_PREFIX;
 
 /// The token a request leaves in place once applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,10 +182,10 @@ mod tests {
     fn forms() {
         assert_eq!(form("EAAtoken"), Form::Literal);
         assert_eq!(
-            form(&crate::admin::mask("EAAGm0PX4ZCpsBAabcd1234")),
+            form(&crate::secretbox::mask("EAAGm0PX4ZCpsBAabcd1234")),
             Form::Masked
         );
-        assert_eq!(form(&crate::admin::mask("short")), Form::Masked);
+        assert_eq!(form(&crate::secretbox::mask("short")), Form::Masked);
         assert_eq!(form("env:WA_TOKEN"), Form::Reference);
         assert_eq!(form(""), Form::Empty);
     }

@@ -104,6 +104,16 @@ impl Default for PluginLimits {
 }
 
 impl PluginLimits {
+    /// The limits of a plugin installed through the admin API, from what the store keeps
+    /// for it (memory in bytes, call timeout in milliseconds); the rest as the default.
+    pub fn installed(max_memory_bytes: u64, call_timeout_ms: u64) -> Self {
+        PluginLimits {
+            max_memory_bytes: usize::try_from(max_memory_bytes).unwrap_or(usize::MAX),
+            call_deadline: Duration::from_millis(call_timeout_ms),
+            ..PluginLimits::default()
+        }
+    }
+
     /// Defaults for transformer hooks, which run on every message and every output: a 50 ms
     /// deadline and 32 MiB of memory.
     pub fn hook_default() -> Self {

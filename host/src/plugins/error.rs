@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use super::types::AdapterError;
+
 /// Why a plugin call ended without an answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureKind {
@@ -72,5 +74,15 @@ impl PluginError {
             PluginError::Call { kind, .. } => Some(*kind),
             _ => None,
         }
+    }
+}
+
+/// An adapter's refusal (`decode`, `render`) as one line for a dead letter, a log or the
+/// command line: its kind, then the adapter's message.
+pub fn adapter_error(e: &AdapterError) -> String {
+    match e {
+        AdapterError::Malformed(m) => format!("malformed: {m}"),
+        AdapterError::Unsupported(m) => format!("unsupported: {m}"),
+        AdapterError::Invalid(m) => format!("invalid: {m}"),
     }
 }

@@ -37,7 +37,7 @@ pub use adapter::AdapterPlugin;
 pub use bindings::latest::hook::{HistoryTurn, InputAction, InputResult, SessionView, Speaker};
 pub use bindings::latest::types;
 pub use engine::{PluginLimits, PluginRuntime};
-pub use error::{FailureKind, PluginError};
+pub use error::{FailureKind, PluginError, adapter_error};
 pub use hook::HookPlugin;
 
 /// The WhatsApp Cloud API adapter compiled by `host/build.rs`, embedded in the binary.

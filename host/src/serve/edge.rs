@@ -35,8 +35,9 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use crate::plugins::types::HandshakeReply;
 use crate::store::InboxRow;
 
+use super::Shared;
 use super::signature::{self, SignatureError};
-use super::{Shared, now_ms};
+use crate::clock::now_ms;
 use crate::endpoints::endpoint::Activity;
 
 pub fn router(shared: Arc<Shared>) -> Router {

@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::config::HttpSettings;
+use crate::config::HttpSettings;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -11,7 +11,6 @@
 //! ```
 //!
 //! - [`cli`]: `plugboard serve` and `plugboard replay`.
-//! - [`config`]: the TOML file (secrets as `env:NAME`), and the demo used without one.
 //! - [`edge`]: the axum router (webhooks, `/healthz`, `/readyz`, `/metrics`).
 //! - [`http`]: the accept loop under it: header, idle and body timeouts, a connection cap.
 //! - [`files`]: flows and plugins confined to `flows_dir` and `plugins_dir`.
@@ -23,16 +22,19 @@
 //! - [`registry`]: the endpoints being served, changeable at run time (admin API), seeded
 //!   from the config into the store at start.
 //! - [`notices`]: the events announced to an endpoint's outbound webhooks.
+//! - [`campaigns`]: the campaign runner's ticks (business rules in [`crate::business`]).
 //! - [`stages`]: liveness of the long-running loops, for `/readyz`.
 //! - [`tenancy`]: the isolation rule: which endpoint a webhook item may be recorded for,
 //!   whatever endpoint received it (else `unowned`).
-//! - [`signature`], [`retry`], [`metrics`], [`logging`]: what their names say.
+//! - [`signature`], [`metrics`], [`logging`]: what their names say.
+//!
+//! The TOML file it is started with is [`crate::config`].
 //!
 //! [`Server::start`] resumes whatever a previous run left pending (inbox rows, events,
 //! outbox rows, timers) before it accepts traffic; [`Server::shutdown`] stops accepting,
 //! lets in-flight requests, steps and sends finish, and leaves the rest pending.
 
-pub mod config;
+pub mod campaigns;
 pub mod edge;
 pub mod graph_paths;
 pub mod http;
@@ -40,7 +42,6 @@ pub mod logging;
 pub mod metrics;
 pub mod notices;
 pub mod pipeline;
-pub mod retry;
 pub mod sender;
 pub mod signature;
 pub mod stages;
@@ -50,7 +51,7 @@ pub mod workers;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -61,18 +62,13 @@ use crate::endpoints::registry::Registry;
 use crate::plugins::PluginRuntime;
 use crate::store::{InboxRow, QueueDepths, Store};
 
-use config::Secret;
+use crate::config::{RetrySchedule, Secret};
 use metrics::Metrics;
-use retry::RetrySchedule;
 use sender::SenderHandle;
 use workers::Workers;
 
-/// Wall-clock milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+/// Kept for code not yet moved to the leaf; new code uses [`crate::clock::now_ms`].
+pub use crate::clock::now_ms;
 
 pub use crate::endpoints::endpoint::SignatureCheck;
 
@@ -106,7 +102,7 @@ pub struct Shared {
     pub retry: RetrySchedule,
     pub request_timeout: Duration,
     /// `[event_webhooks]`: how outbound event webhooks are delivered.
-    pub event_webhooks: config::EventWebhookSettings,
+    pub event_webhooks: crate::config::EventWebhookSettings,
     pub sender_workers: usize,
     pub retention_days: u32,
     /// The runtime the pipeline (demux, workers, sender, timers) runs on: its own threads,

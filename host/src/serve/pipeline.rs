@@ -32,9 +32,10 @@ use crate::conversation::SessionKey;
 use crate::plugins::types::{DeliveryStatus, Event, EventBody};
 use crate::store::{DemuxOutcome, Demuxed, EventKind, EventRow, InboxRow, NewEvent, OutboxState};
 
+use super::Shared;
 use super::tenancy::{Item, Route, Router};
 use super::workers::Job;
-use super::{Shared, now_ms};
+use crate::clock::now_ms;
 use crate::endpoints::endpoint::Endpoint;
 
 /// Inbox rows decoded and recorded per store call.
@@ -50,8 +51,8 @@ const INLINE_DECODE: usize = 4;
 /// Wait before retrying a store call that failed.
 const STORE_RETRY: Duration = Duration::from_millis(500);
 
-/// Meta's "re-engagement" error: the 24-hour customer service window is closed.
-pub const WINDOW_CLOSED_CODE: i64 = 131_047;
+/// Kept for code not yet moved to the rules' module.
+pub use crate::whatsapp::WINDOW_CLOSED_CODE;
 
 /// Decodes inbox rows and records their events until shutdown.
 pub async fn demux_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<InboxRow>) {
@@ -206,7 +207,7 @@ fn decode_body(shared: &Shared, endpoint: &Endpoint, body: &[u8]) -> DemuxOutcom
         Ok(Err(e)) => {
             return DemuxOutcome::Dead {
                 reason: "malformed".into(),
-                detail: crate::cli::adapter_error(&e),
+                detail: crate::plugins::adapter_error(&e),
             };
         }
         Ok(Ok(decoded)) => decoded,
@@ -313,7 +314,8 @@ pub async fn dispatch(shared: &Arc<Shared>, rows: Vec<EventRow>) {
             .track(async move { apply_statuses(&shared, statuses).await });
     }
     if !accounts.is_empty() {
-        crate::business::apply_account_events(shared, &accounts).await;
+        crate::business::apply_account_events(shared.store.as_ref(), &shared.business, &accounts)
+            .await;
         done.extend(accounts.iter().map(|r| r.id));
     }
     if !done.is_empty() {
@@ -419,7 +421,7 @@ async fn apply_status_row(shared: &Arc<Shared>, row: &EventRow) -> Option<bool> 
         && status
             .errors
             .iter()
-            .any(|e| e.code == super::sender::STOPPED_MARKETING_CODE)
+            .any(|e| e.code == crate::whatsapp::STOPPED_MARKETING_CODE)
         && let Some(user) = status
             .recipient
             .user_id
@@ -427,7 +429,11 @@ async fn apply_status_row(shared: &Arc<Shared>, row: &EventRow) -> Option<bool> 
             .or(status.recipient.phone.as_ref())
         && let Err(e) = shared
             .store
-            .opt_out(&row.endpoint, user, "meta_131050")
+            .opt_out(
+                &row.endpoint,
+                user,
+                crate::whatsapp::STOPPED_MARKETING_REASON,
+            )
             .await
     {
         // Looked at again with the status (it stays pending until applied).

@@ -42,13 +42,13 @@ use crate::plugins::types::{
 };
 use crate::store::{DeadSend, EventKind, NewEvent, NewOutbox, OutboxRow, OutboxState, StepCommit};
 
-use super::{Shared, notices, now_ms};
+use super::{Shared, notices};
+use crate::clock::now_ms;
 use crate::endpoints::endpoint::{Activity, Endpoint};
 
-/// Meta's customer-service window.
-pub const WINDOW_MS: u64 = 24 * 60 * 60 * 1000;
-/// Throttling codes that pause the whole number (throughput, WABA rate limit).
-const NUMBER_THROTTLE_CODES: [i64; 2] = [130_429, 80_007];
+/// Kept for code not yet moved to the rules' module.
+pub use crate::whatsapp::WINDOW_MS;
+use crate::whatsapp::{STOPPED_MARKETING_CODE, STOPPED_MARKETING_REASON, window_open};
 /// Wait before retrying when the store could not record an outcome.
 const STORE_RETRY_MS: u64 = 1_000;
 
@@ -494,7 +494,13 @@ async fn send_row(shared: &Arc<Shared>, endpoint: &Endpoint, queued: &Queued) ->
     let specs = match rendered {
         Ok(Ok(specs)) => specs,
         Ok(Err(e)) => {
-            return dead(shared, row, "render_failed", crate::cli::adapter_error(&e)).await;
+            return dead(
+                shared,
+                row,
+                "render_failed",
+                crate::plugins::adapter_error(&e),
+            )
+            .await;
         }
         Err(e) => {
             // A plugin failure may be fixed by an upgrade: retried on the schedule.
@@ -549,7 +555,7 @@ async fn send_row(shared: &Arc<Shared>, endpoint: &Endpoint, queued: &Queued) ->
                 }
             }
             SendResult::Retry(advice) => {
-                let pause = NUMBER_THROTTLE_CODES.contains(&advice.error.code);
+                let pause = crate::whatsapp::pauses_number(advice.error.code);
                 return retry(
                     shared,
                     row,
@@ -607,9 +613,6 @@ async fn send_row(shared: &Arc<Shared>, endpoint: &Endpoint, queued: &Queued) ->
     Done::Sent
 }
 
-/// Meta's "this user stopped marketing messages".
-pub const STOPPED_MARKETING_CODE: i64 = 131_050;
-
 /// A send Meta refused with 131050: the user opted out of marketing messages, and no
 /// campaign sends to them again.
 async fn note_opt_out(shared: &Shared, row: &OutboxRow, code: i64) {
@@ -618,7 +621,7 @@ async fn note_opt_out(shared: &Shared, row: &OutboxRow, code: i64) {
     }
     if let Err(e) = shared
         .store
-        .opt_out(&row.endpoint, &row.conversation, "meta_131050")
+        .opt_out(&row.endpoint, &row.conversation, STOPPED_MARKETING_REASON)
         .await
     {
         tracing::warn!(outbox = row.id, "cannot record an opt-out: {e}");
@@ -641,8 +644,7 @@ fn render_context(row: &OutboxRow) -> Result<RenderContext, String> {
 /// open: Meta then answers 131047 itself, which is reconciled the same way.
 fn window_closed(shared: &Shared, row: &OutboxRow) -> bool {
     match shared.store.last_inbound(&row.endpoint, &row.conversation) {
-        Ok(Some(last)) => now_ms().saturating_sub(last) > WINDOW_MS,
-        Ok(None) => true,
+        Ok(last) => !window_open(last, now_ms()),
         Err(e) => {
             tracing::warn!("window check: {e}");
             false

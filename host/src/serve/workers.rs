@@ -31,7 +31,8 @@ use crate::store::{
     EventKind, EventRow, NewOutbox, NewTimer, OutboxRow, OutboxState, StepCommit, TimerRow,
 };
 
-use super::{Shared, notices, now_ms};
+use super::{Shared, notices};
+use crate::clock::now_ms;
 use crate::endpoints::endpoint::Endpoint;
 
 /// The timer that ends a handover when its mute runs out.
@@ -313,10 +314,13 @@ async fn run_message(
     // STOP / START: the user's choice about business-initiated messages, kept before the
     // flow runs (which may still answer it). Idempotent, so a retried step is harmless.
     if let crate::plugins::types::MessageContent::Text(text) = &message.content
-        && let Some(out) = crate::business::opt_keyword(text)
+        && let Some(out) = crate::whatsapp::opt_keyword(text)
     {
         let changed = if out {
-            shared.store.opt_out(ep, user, "stop").await
+            shared
+                .store
+                .opt_out(ep, user, crate::whatsapp::KEYWORD_OPT_OUT_REASON)
+                .await
         } else {
             shared.store.opt_in(ep, user).await
         };
@@ -324,7 +328,7 @@ async fn run_message(
     }
     // The campaign this message may answer (set into the context by the step below).
     let campaign = if shared.business.has_campaigns(ep) {
-        let since = now.saturating_sub(crate::business::CAMPAIGN_REPLY_WINDOW_MS);
+        let since = now.saturating_sub(crate::whatsapp::CAMPAIGN_REPLY_WINDOW_MS);
         shared
             .store
             .campaign_contact(ep, user, since)
@@ -428,7 +432,7 @@ fn apply_quota(
         return Ok((outputs, None));
     }
     let (ep, user) = (key.endpoint.as_str(), key.user.as_str());
-    let month = crate::business::month_of(now);
+    let month = crate::whatsapp::month_of(now);
     let store = shared.store.as_ref();
     let used = shared
         .business

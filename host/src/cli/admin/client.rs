@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::tables::truncate;
 use super::{AdminError, Body, Call, Connection, usage};
-use crate::serve::config::ServeConfig;
+use crate::config::ServeConfig;
 
 /// Where the admin API is when neither the flags, the environment nor a config say.
 const DEFAULT_URL: &str = "http://127.0.0.1:8080";

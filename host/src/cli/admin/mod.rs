@@ -474,7 +474,7 @@ fn merge_patch(settings: &[String]) -> Result<Value, AdminError> {
         if path.iter().any(|part| part.trim().is_empty()) {
             return Err(usage(format!("`{setting}`: empty key")));
         }
-        let secret = crate::serve::config::SPEC_SECRETS.contains(&key);
+        let secret = crate::config::SPEC_SECRETS.contains(&key);
         let value = match serde_json::from_str(raw) {
             Ok(value @ (Value::Null | Value::String(_))) => value,
             Ok(value) if !secret => value,

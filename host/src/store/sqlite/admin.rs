@@ -9,7 +9,8 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::seal::{Columns, HOOK_SECRET};
-use super::{Ctx, SqliteStore, db_int, db_limit, exec, from_db, now_ms, query_one};
+use super::{Ctx, SqliteStore, db_int, db_limit, exec, from_db, query_one};
+use crate::clock::now_ms;
 use crate::store::admin::{
     AdminStore, Attempt, ConversationRow, Delivery, EndpointState, Notice, Seeded, StoredEndpoint,
     StoredPlugin, Subscription, TranscriptItem,
