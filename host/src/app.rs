@@ -142,7 +142,7 @@ impl Server {
         ));
         let pipeline_rt = guard.runtime()?;
         let (sender, sender_rx) = SenderHandle::new();
-        let (inbox, inbox_rx) = mpsc::unbounded_channel();
+        let (inbox, inbox_rx) = mpsc::channel(crate::serve::INBOX_QUEUE);
         let shared = Arc::new(Shared {
             store: store.clone(),
             endpoints,

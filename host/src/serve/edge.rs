@@ -4,7 +4,9 @@
 //! above) is signature-checked over the raw bytes in constant time before anything else
 //! (401 without a signature, 403 with a wrong one; nothing is stored either way), then
 //! appended to the durable inbox; only when that commit is durable does Meta get its 200.
-//! A store that cannot write answers 503, so Meta retries. The body is not parsed here:
+//! A store that cannot write answers 503, so Meta retries; so does a full inbox queue
+//! (the demux [`super::INBOX_QUEUE`] rows behind), with `Retry-After`, before anything is
+//! stored. The body is not parsed here:
 //! a signed body the adapter cannot read is still acknowledged (Meta would retry it for
 //! seven days) and ends as a dead letter that can be replayed. An unknown endpoint is 404.
 //!
@@ -39,6 +41,9 @@ use super::Shared;
 use super::signature::{self, SignatureError};
 use crate::clock::now_ms;
 use crate::endpoints::endpoint::Activity;
+
+/// Seconds Meta is asked to wait when the inbox queue is full (`Retry-After`).
+const INBOX_FULL_RETRY_AFTER: &str = "2";
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -154,19 +159,32 @@ async fn receive(
             return (status, "signature check failed\n").into_response();
         }
     }
+    // Back-pressure: a place in the demux's queue first. Without one nothing is stored and
+    // Meta is told to come back (it retries 503s), rather than the backlog growing.
+    let Ok(place) = shared.inbox.try_reserve() else {
+        count(&shared, &id, "inbox_full");
+        tracing::warn!(endpoint = %id, "inbox queue full: answering 503 with Retry-After");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, INBOX_FULL_RETRY_AFTER)],
+            "inbox full, retry later\n",
+        )
+            .into_response();
+    };
     let received_ms = now_ms();
+    let body = body.to_vec();
     match shared
         .store
-        .append_inbox(&id, body.to_vec(), received_ms)
+        .append_inbox(&id, body.clone(), received_ms)
         .await
     {
         Ok(inbox_id) => {
             Activity::set(&endpoint.activity.last_webhook_ms, received_ms);
-            shared.notify_inbox(InboxRow {
+            place.send(InboxRow {
                 id: inbox_id,
                 endpoint: id.clone(),
                 received_ms,
-                body: body.to_vec(),
+                body,
             });
             count(&shared, &id, "accepted");
             shared

@@ -110,7 +110,8 @@ pub struct Shared {
     pub pipeline: tokio::runtime::Handle,
     /// Which long-running loops are still running (`/readyz` names a stopped one).
     pub stages: stages::Stages,
-    pub inbox: mpsc::UnboundedSender<InboxRow>,
+    /// Stored webhooks on their way to the demux; bounded ([`INBOX_QUEUE`]).
+    pub inbox: mpsc::Sender<InboxRow>,
     /// Shutdown: cancelled once, watched by every stage (see [`StopSignal`]).
     pub cancel: CancellationToken,
     /// Every stage and background task, so shutdown can wait for all of them at once.
@@ -130,10 +131,10 @@ impl Shared {
         self.cancel.is_cancelled()
     }
 
-    /// Hands a stored inbox row to the demux.
+    /// Hands a stored inbox row to the demux if the queue has room. A row that does not
+    /// fit is durable and pending: the demux's periodic scan picks it up.
     pub fn notify_inbox(&self, row: InboxRow) {
-        // Closed only at shutdown; the row is durable and picked up at the next start.
-        let _ = self.inbox.send(row);
+        let _ = self.inbox.try_send(row);
     }
 
     /// Runs `work` as a task that shutdown waits for.
@@ -148,6 +149,11 @@ impl Shared {
             .observe(started.elapsed().as_secs_f64());
     }
 }
+
+/// Stored webhooks waiting for the demux. When the demux falls this far behind, the edge
+/// answers 503 with `Retry-After` before storing anything, so Meta redelivers later and
+/// the backlog cannot grow without bound in memory or on disk.
+pub const INBOX_QUEUE: usize = 4_096;
 
 /// A loop's view of the shutdown token: [`changed`](StopSignal::changed) resolves once,
 /// when shutdown starts, and then never again, so a loop that goes on after it (the

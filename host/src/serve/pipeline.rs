@@ -55,7 +55,7 @@ const STORE_RETRY: Duration = Duration::from_millis(500);
 pub use crate::whatsapp::WINDOW_CLOSED_CODE;
 
 /// Decodes inbox rows and records their events until shutdown.
-pub async fn demux_loop(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<InboxRow>) {
+pub async fn demux_loop(shared: Arc<Shared>, mut rx: mpsc::Receiver<InboxRow>) {
     let mut scan = tokio::time::interval(INBOX_SCAN);
     scan.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut stopping = shared.stop_signal();
@@ -297,7 +297,11 @@ pub async fn dispatch(shared: &Arc<Shared>, rows: Vec<EventRow>) {
         match row.kind {
             EventKind::Message | EventKind::SendFailed if !row.conversation.is_empty() => {
                 let key = SessionKey::new(row.endpoint.clone(), row.conversation.clone());
-                shared.workers.enqueue(shared, key, Job::Event(row));
+                // Back-pressure: a full worker backlog holds the demux here.
+                let place = shared.workers.admit().await;
+                shared
+                    .workers
+                    .enqueue_admitted(shared, key, Job::Event(row), place);
             }
             EventKind::Status => statuses.push(row),
             EventKind::Account => accounts.push(row),

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::conversation::{
     HandoverEvent, HandoverKind, SessionKey, SessionRecord, StepInput, StepOutcome,
@@ -109,9 +109,18 @@ impl AdminJob {
 /// A step failed in a way worth retrying (the store); the event stays pending.
 struct Retry(String);
 
-#[derive(Default)]
+/// Events admitted to the workers and not yet stepped. The demux waits for room before it
+/// hands over more ([`Workers::admit`]), so a backlog waits durably in the store (and
+/// then in the bounded inbox queue, whose overflow the edge answers 503) instead of in
+/// memory.
+pub const WORKER_BACKLOG: usize = 2_048;
+
+/// A queued job and, for an event the demux handed over, its place in the backlog.
+type Queued = (Job, Option<OwnedSemaphorePermit>);
+
 pub struct Workers {
-    queues: std::sync::Mutex<HashMap<SessionKey, VecDeque<Job>>>,
+    queues: std::sync::Mutex<HashMap<SessionKey, VecDeque<Queued>>>,
+    backlog: Arc<Semaphore>,
     /// Timers queued or running, so the timer tick does not queue one twice.
     timers: std::sync::Mutex<HashSet<i64>>,
     active: AtomicUsize,
@@ -120,9 +129,39 @@ pub struct Workers {
     handover_hooks: std::sync::Mutex<HashSet<(String, String)>>,
 }
 
+impl Default for Workers {
+    fn default() -> Self {
+        Workers {
+            queues: Default::default(),
+            backlog: Arc::new(Semaphore::new(WORKER_BACKLOG)),
+            timers: Default::default(),
+            active: Default::default(),
+            idle: Default::default(),
+            handover_hooks: Default::default(),
+        }
+    }
+}
+
 impl Workers {
+    /// Waits for room in the backlog; the place is given back when the job is done.
+    pub async fn admit(&self) -> Option<OwnedSemaphorePermit> {
+        self.backlog.clone().acquire_owned().await.ok()
+    }
+
     pub fn enqueue(&self, shared: &Arc<Shared>, key: SessionKey, job: Job) {
-        if let Job::Timer(timer) = &job {
+        self.enqueue_admitted(shared, key, job, None);
+    }
+
+    /// [`enqueue`](Self::enqueue) for a job holding a place in the backlog.
+    pub fn enqueue_admitted(
+        &self,
+        shared: &Arc<Shared>,
+        key: SessionKey,
+        job: Job,
+        place: Option<OwnedSemaphorePermit>,
+    ) {
+        let job = (job, place);
+        if let (Job::Timer(timer), _) = &job {
             self.timers
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -165,7 +204,7 @@ impl Workers {
         }
     }
 
-    fn next(&self, key: &SessionKey, stopping: bool) -> Option<Job> {
+    fn next(&self, key: &SessionKey, stopping: bool) -> Option<Queued> {
         let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
         let job = match queues.get_mut(key) {
             Some(queue) if !stopping => queue.pop_front(),
@@ -190,7 +229,7 @@ impl Workers {
 }
 
 async fn run(shared: Arc<Shared>, key: SessionKey) {
-    while let Some(job) = shared.workers.next(&key, shared.is_stopping()) {
+    while let Some((job, _place)) = shared.workers.next(&key, shared.is_stopping()) {
         let mut wait = Duration::from_millis(200);
         loop {
             // Its own task, so a panic in a step (a bug) is contained: the job is logged
