@@ -11,8 +11,9 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::SqliteStore;
+use super::rows::{Ctx, db_int, db_limit, exec, from_db, now_ms, query_one};
 use super::seal::{ACCOUNT_TOKEN, Columns};
-use super::{Ctx, SqliteStore, db_int, db_limit, exec, from_db, now_ms, query_one};
 use crate::serve::sender::WINDOW_MS;
 use crate::store::business::{
     BusinessStore, CampaignContact, CampaignProgress, CampaignRow, Claim, Claimed, NewCampaign,

@@ -158,7 +158,7 @@ mod tests {
         let base = std::env::temp_dir().join(format!(
             "plugboard-private-{}-{}",
             std::process::id(),
-            super::super::now_ms()
+            super::super::rows::now_ms()
         ));
         let dir = base.join("a/b");
         private_dir(&dir).unwrap();
