@@ -15,7 +15,7 @@ use plugboard::plugins::types::{BotOutput, Decoded, User};
 use plugboard::plugins::{FailureKind, PluginLimits, SessionView};
 use plugboard::serve::Server;
 use plugboard::serve::config::ServeConfig;
-use plugboard::store::{DeadLetter, SqliteOptions, SqliteStore, Store};
+use plugboard::store::{DeadLetter, InboxStore, SqliteOptions, SqliteStore, Store};
 use plugboard::transform::{FailurePolicy, Transformers};
 use plugboard_tests::mock_graph::MockGraph;
 use plugboard_tests::webhook;

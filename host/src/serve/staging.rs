@@ -25,6 +25,9 @@ use crate::store::Store;
 pub struct StagedSessions {
     store: Arc<dyn Store>,
     staged: Mutex<HashMap<SessionKey, SessionRecord>>,
+    /// The stored record of each key whose job is running, read (async) before the job by
+    /// [`StagedSessions::load`]: the runtime's synchronous `get` never touches the store.
+    loaded: Mutex<HashMap<SessionKey, Option<String>>>,
     /// Keys a step found no stored session for: the step starts the conversation.
     fresh: Mutex<HashSet<SessionKey>>,
 }
@@ -34,6 +37,7 @@ impl StagedSessions {
         StagedSessions {
             store,
             staged: Mutex::new(HashMap::new()),
+            loaded: Mutex::new(HashMap::new()),
             fresh: Mutex::new(HashSet::new()),
         }
     }
@@ -45,6 +49,29 @@ impl StagedSessions {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(key)
+    }
+
+    /// Reads the stored record of `key` before a job runs its steps (the store's read is
+    /// async; the runtime's `get` is not).
+    pub async fn load(&self, key: &SessionKey) -> Result<(), StoreError> {
+        let stored = self
+            .store
+            .session(&key.endpoint, &key.user)
+            .await
+            .map_err(|e| StoreError(e.to_string()))?;
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone(), stored);
+        Ok(())
+    }
+
+    /// Forgets what [`StagedSessions::load`] read, once the job is over.
+    pub fn unload(&self, key: &SessionKey) {
+        self.loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     /// The record a step left behind, if it saved one.
@@ -66,11 +93,20 @@ impl SessionStore for StagedSessions {
         {
             return Ok(Some(record.clone()));
         }
-        let Some(json) = self
-            .store
-            .session(&key.endpoint, &key.user)
-            .map_err(|e| StoreError(e.to_string()))?
-        else {
+        let stored = self
+            .loaded
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned();
+        let Some(stored) = stored else {
+            // Only the key's own worker runs steps, and it loads before each job.
+            return Err(StoreError(format!(
+                "session of {} read before it was loaded",
+                key.masked()
+            )));
+        };
+        let Some(json) = stored else {
             self.fresh
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -247,7 +247,13 @@ async fn run_job(shared: &Arc<Shared>, key: &SessionKey, job: &Job) -> Result<()
     // A flag left by a read outside a message step (an admin action's look at the
     // session, a timer) must not make this step look like a conversation's start.
     endpoint.sessions.take_fresh(key);
-    match job {
+    // The stored session is read here, async, for the runtime's synchronous reads.
+    endpoint
+        .sessions
+        .load(key)
+        .await
+        .map_err(|e| Retry(e.to_string()))?;
+    let outcome = match job {
         Job::Event(row) => match row.kind {
             EventKind::SendFailed => run_send_failed(shared, &endpoint, key, row).await,
             _ => {
@@ -271,7 +277,9 @@ async fn run_job(shared: &Arc<Shared>, key: &SessionKey, job: &Job) -> Result<()
         },
         Job::Timer(timer) => run_timer(shared, &endpoint, key, timer).await,
         Job::Admin(job) => run_admin(shared, &endpoint, key, job).await,
-    }
+    };
+    endpoint.sessions.unload(key);
+    outcome
 }
 
 fn done_only(key: &SessionKey, event: i64) -> StepCommit {

@@ -8,9 +8,10 @@
 //! such a job, reading and writing rows through [`rows`]. This file opens the database,
 //! migrates it, starts the writer and keeps the reader connections.
 //!
-//! The synchronous reads of the conversation runtime ([`Store::session`],
-//! [`Store::last_inbound`]) go to a reader connection instead, so they never wait behind a
-//! batch; WAL lets them read the last committed state while the writer works.
+//! The reads a conversation step needs first ([`StepStore::session`],
+//! [`StepStore::last_inbound`]) go to a reader connection instead, run on tokio's blocking
+//! pool, so they never wait behind a batch nor block an async thread; WAL lets them read
+//! the last committed state while the writer works.
 //!
 //! **Secrets at rest.** The database and its `-wal`/`-shm` files are created `0600` in a
 //! `0700` directory ([`private`]). With a key ([`SqliteOptions::keys`]), the secret columns
@@ -24,12 +25,17 @@ use std::time::Duration;
 
 mod admin;
 mod business;
-mod pipeline;
+mod events;
+mod inbox;
+mod maintenance;
+mod outbox;
 pub mod private;
 mod rows;
 mod seal;
+mod steps;
 #[cfg(test)]
 mod tests;
+mod timers;
 mod writer;
 
 pub use seal::SecretsReport;
@@ -39,6 +45,8 @@ use rusqlite_migration::{M, Migrations};
 use serde::{Deserialize, Serialize};
 
 use crate::secretbox::Keyring;
+#[cfg(doc)]
+use crate::store::StepStore;
 use crate::store::{StoreError, StoreFuture};
 use rows::{Ctx, exec_pragma};
 use writer::{Durability, Writer};
@@ -122,8 +130,7 @@ impl Default for SqliteOptions {
 pub struct SqliteStore {
     /// Dropped first: the writer finishes the queued jobs before the readers close.
     writer: Writer,
-    readers: Vec<Mutex<Connection>>,
-    next_reader: AtomicUsize,
+    readers: Arc<Readers>,
     /// Seals the secret columns on write, opens them on read.
     keys: Arc<Keyring>,
     /// How the secrets were stored when the store opened.
@@ -195,8 +202,10 @@ impl SqliteStore {
         tracing::debug!(path = %path.display(), "store opened");
         Ok(SqliteStore {
             writer,
-            readers,
-            next_reader: AtomicUsize::new(0),
+            readers: Arc::new(Readers {
+                conns: readers,
+                next: AtomicUsize::new(0),
+            }),
             keys: Arc::new(keys),
             secrets,
         })
@@ -275,12 +284,49 @@ impl SqliteStore {
         self.writer.submit(durable, f)
     }
 
-    /// Runs a short read on a free reader connection (or waits for one, round robin).
+    /// Runs a short read on a free reader connection (or waits for one, round robin), on
+    /// the calling thread.
     fn read<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        for reader in &self.readers {
+        self.readers.read(f)
+    }
+
+    /// Runs a short read on a reader connection off the async threads (tokio's blocking
+    /// pool), so an async caller never blocks on SQLite; without a runtime it reads on the
+    /// calling thread.
+    fn read_async<T, F>(&self, f: F) -> StoreFuture<'static, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        Box::pin(async move {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => runtime
+                    .spawn_blocking(move || readers.read(f))
+                    .await
+                    .map_err(|e| StoreError(format!("store read: {e}")))?,
+                Err(_) => readers.read(f),
+            }
+        })
+    }
+}
+
+/// The reader connections (`query_only`): WAL lets them read the last committed state
+/// while the writer works, so a read never waits behind a batch.
+struct Readers {
+    conns: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+impl Readers {
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        for reader in &self.conns {
             match reader.try_lock() {
                 Ok(conn) => return f(&conn),
                 // A panic while holding a reader leaves nothing half done: reads only.
@@ -288,9 +334,9 @@ impl SqliteStore {
                 Err(TryLockError::WouldBlock) => {}
             }
         }
-        let n = self.next_reader.fetch_add(1, Ordering::Relaxed) % self.readers.len().max(1);
+        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len().max(1);
         let reader = self
-            .readers
+            .conns
             .get(n)
             .ok_or_else(|| StoreError("no reader connection".into()))?;
         let conn = reader.lock().unwrap_or_else(|p| p.into_inner());

@@ -245,11 +245,11 @@ async fn commit_step_writes_everything() {
     assert_eq!(ids.len(), 2);
     assert!(ids[1] > ids[0]);
     assert_eq!(
-        store.session("ep", "u1").unwrap().as_deref(),
+        store.session("ep", "u1").await.unwrap().as_deref(),
         Some("{\"v\":1}")
     );
-    assert_eq!(store.session("ep", "u2").unwrap(), None);
-    assert_eq!(store.last_inbound("ep", "u1").unwrap(), Some(1_000));
+    assert_eq!(store.session("ep", "u2").await.unwrap(), None);
+    assert_eq!(store.last_inbound("ep", "u1").await.unwrap(), Some(1_000));
     assert!(store.pending_events(0, 10).await.unwrap().is_empty());
 
     let outbox = store.pending_outbox(10).await.unwrap();
@@ -289,9 +289,9 @@ async fn commit_step_writes_everything() {
         })
         .await
         .unwrap();
-    assert_eq!(store.last_inbound("ep", "u1").unwrap(), Some(1_000));
+    assert_eq!(store.last_inbound("ep", "u1").await.unwrap(), Some(1_000));
     assert_eq!(
-        store.session("ep", "u1").unwrap().as_deref(),
+        store.session("ep", "u1").await.unwrap().as_deref(),
         Some("{\"v\":1}")
     );
     assert!(store.due_timers(7_999, 10).await.unwrap().is_empty());
@@ -315,8 +315,8 @@ async fn commit_step_writes_everything() {
         })
         .await
         .unwrap();
-    assert_eq!(store.last_inbound("ep", "u1").unwrap(), Some(2_000));
-    assert_eq!(store.last_inbound("ep", "nobody").unwrap(), None);
+    assert_eq!(store.last_inbound("ep", "u1").await.unwrap(), Some(2_000));
+    assert_eq!(store.last_inbound("ep", "nobody").await.unwrap(), None);
 }
 
 #[tokio::test]
@@ -586,7 +586,7 @@ async fn reopen_sees_the_data() {
     assert_eq!(store.pending_inbox(0, 10).await.unwrap()[0].id, inbox);
     assert_eq!(store.pending_outbox(10).await.unwrap()[0].id, outbox);
     assert_eq!(
-        store.session("ep", "u1").unwrap().as_deref(),
+        store.session("ep", "u1").await.unwrap().as_deref(),
         Some("{\"s\":1}")
     );
     // New ids continue after the old ones.
@@ -774,8 +774,8 @@ async fn deleting_a_seeded_endpoint_leaves_a_tombstone_and_closes_its_outbox() {
             .any(|d| d.reason == "endpoint_deleted" && d.source_id == id),
         "{letters:?}"
     );
-    assert_eq!(store.session("ep", "u1").unwrap(), None);
-    assert_eq!(store.last_inbound("ep", "u1").unwrap(), None);
+    assert_eq!(store.session("ep", "u1").await.unwrap(), None);
+    assert_eq!(store.last_inbound("ep", "u1").await.unwrap(), None);
     assert!(store.endpoint_row("ep").unwrap().is_none());
     assert!(store.endpoints().unwrap().is_empty());
     // The unchanged config keeps it deleted; a second delete finds nothing.
@@ -933,13 +933,13 @@ fn empty_path_is_refused() {
     assert!(SqliteStore::open(SqliteOptions::default()).is_err());
 }
 
-#[test]
-fn store_is_object_safe_and_shareable() {
+#[tokio::test]
+async fn store_is_object_safe_and_shareable() {
     fn shareable<T: Send + Sync>() {}
     shareable::<SqliteStore>();
     let dir = TempDir::new("dyn");
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in(&dir.0).unwrap());
-    assert_eq!(store.session("ep", "u").unwrap(), None);
+    assert_eq!(store.session("ep", "u").await.unwrap(), None);
     assert!(dir.0.join("plugboard.db").exists());
 }
 
