@@ -5,13 +5,45 @@ use serde::Serialize;
 
 use super::StoreFuture;
 
+/// Where a dead letter's row lives: the inbox (a body the adapter refused, replayable) or
+/// the outbox (a send given up on). Serialized (admin JSON) and stored as `inbox`/`outbox`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadLetterSource {
+    Inbox,
+    Outbox,
+}
+
+impl DeadLetterSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadLetterSource::Inbox => "inbox",
+            DeadLetterSource::Outbox => "outbox",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DeadLetterSource> {
+        match s {
+            "inbox" => Some(DeadLetterSource::Inbox),
+            "outbox" => Some(DeadLetterSource::Outbox),
+            _ => None,
+        }
+    }
+}
+
+/// Compares with the stored name (`letter.source == "inbox"`).
+impl PartialEq<&str> for DeadLetterSource {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// A dead letter: an inbox row the adapter refused, or an outbox row given up on.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadLetter {
     pub id: i64,
     pub endpoint: String,
-    /// `inbox` or `outbox`.
-    pub source: String,
+    pub source: DeadLetterSource,
     /// The inbox or outbox row id.
     pub source_id: i64,
     pub reason: String,

@@ -37,8 +37,10 @@ use std::pin::Pin;
 
 pub use events::{EventKind, EventRow, EventStore, NewEvent};
 pub use inbox::{DemuxOutcome, Demuxed, InboxRow, InboxStore};
-pub use maintenance::{DeadLetter, MaintenanceStore, QueueDepths};
-pub use outbox::{DeadSend, NewOutbox, OutboxRow, OutboxState, OutboxStore, StatusApplied};
+pub use maintenance::{DeadLetter, DeadLetterSource, MaintenanceStore, QueueDepths};
+pub use outbox::{
+    DeadSend, DeliveryState, NewOutbox, OutboxRow, OutboxState, OutboxStore, StatusApplied,
+};
 pub use sqlite::{SecretsReport, SqliteOptions, SqliteStore, Synchronous};
 pub use steps::{QuotaTally, StepCommit, StepStore};
 pub use timers::{NewTimer, TimerRow, TimerStore};

@@ -59,6 +59,40 @@ impl OutboxState {
     }
 }
 
+/// A delivery status reported for a message the host sent (Meta's `statuses[].status`).
+/// `Played` (a voice message was played) counts as `Read`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    Sent,
+    Delivered,
+    Read,
+    Played,
+    Failed,
+}
+
+impl DeliveryState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Sent => "sent",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Read => "read",
+            DeliveryState::Played => "played",
+            DeliveryState::Failed => "failed",
+        }
+    }
+
+    /// The outbox state this status moves a row to.
+    pub fn state(self) -> OutboxState {
+        match self {
+            DeliveryState::Sent => OutboxState::Sent,
+            DeliveryState::Delivered => OutboxState::Delivered,
+            DeliveryState::Read | DeliveryState::Played => OutboxState::Read,
+            DeliveryState::Failed => OutboxState::Failed,
+        }
+    }
+}
+
 /// A stored outbox row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxRow {
@@ -143,15 +177,15 @@ pub trait OutboxStore: Send + Sync {
     /// transaction. Returns the event row when one was recorded.
     fn outbox_dead(&self, dead: DeadSend) -> StoreFuture<'_, Option<EventRow>>;
 
-    /// Applies a delivery status (`status` is `sent`, `delivered`, `read`, `played` or
-    /// `failed`; `played` counts as `read`) for a channel message id, monotonically.
+    /// Applies a delivery status for a channel message id, monotonically (`errors`: the
+    /// status's error list, kept as reported).
     fn apply_status(
         &self,
         endpoint: &str,
         message_id: &str,
-        status: &str,
+        status: DeliveryState,
         at_ms: u64,
-        errors: String,
+        errors: serde_json::Value,
     ) -> StoreFuture<'_, StatusApplied>;
 
     /// An outbox row by id.

@@ -5,7 +5,9 @@ use rusqlite::params;
 
 use super::SqliteStore;
 use super::rows::*;
-use crate::store::{DemuxOutcome, Demuxed, EventRow, InboxRow, InboxStore, StoreFuture};
+use crate::store::{
+    DeadLetterSource, DemuxOutcome, Demuxed, EventRow, InboxRow, InboxStore, StoreFuture,
+};
 
 impl InboxStore for SqliteStore {
     fn append_inbox(
@@ -82,7 +84,7 @@ impl InboxStore for SqliteStore {
                         insert_dead_letter(
                             tx,
                             &item.endpoint,
-                            "inbox",
+                            DeadLetterSource::Inbox,
                             item.inbox_id,
                             reason,
                             detail,

@@ -5,7 +5,7 @@ use rusqlite::params;
 
 use super::rows::*;
 use super::{SqliteStore, business};
-use crate::store::{DeadLetter, MaintenanceStore, QueueDepths, StoreFuture};
+use crate::store::{DeadLetter, DeadLetterSource, MaintenanceStore, QueueDepths, StoreFuture};
 
 impl MaintenanceStore for SqliteStore {
     fn dead_letters(&self, limit: usize) -> StoreFuture<'_, Vec<DeadLetter>> {
@@ -22,7 +22,15 @@ impl MaintenanceStore for SqliteStore {
                     Ok(DeadLetter {
                         id: row.get(0)?,
                         endpoint: row.get(1)?,
-                        source: row.get(2)?,
+                        source: {
+                            let source: String = row.get(2)?;
+                            DeadLetterSource::parse(&source).ok_or_else(|| {
+                                conversion_error(
+                                    2,
+                                    format!("unknown dead letter source {source:?}"),
+                                )
+                            })?
+                        },
                         source_id: row.get(3)?,
                         reason: row.get(4)?,
                         detail: row.get(5)?,

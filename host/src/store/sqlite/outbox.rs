@@ -6,7 +6,8 @@ use super::rows::*;
 use super::{SqliteStore, admin};
 use crate::store::admin::Notice;
 use crate::store::{
-    DeadSend, EventRow, OutboxRow, OutboxState, OutboxStore, StatusApplied, StoreError, StoreFuture,
+    DeadLetterSource, DeadSend, DeliveryState, EventRow, OutboxRow, OutboxState, OutboxStore,
+    StatusApplied, StoreError, StoreFuture,
 };
 
 impl OutboxStore for SqliteStore {
@@ -137,7 +138,7 @@ impl OutboxStore for SqliteStore {
             insert_dead_letter(
                 tx,
                 &endpoint,
-                "outbox",
+                DeadLetterSource::Outbox,
                 dead.outbox_id,
                 &dead.reason,
                 &dead.detail,
@@ -157,13 +158,13 @@ impl OutboxStore for SqliteStore {
         &self,
         endpoint: &str,
         message_id: &str,
-        status: &str,
+        status: DeliveryState,
         at_ms: u64,
-        errors: String,
+        errors: serde_json::Value,
     ) -> StoreFuture<'_, StatusApplied> {
         let endpoint = endpoint.to_owned();
         let message_id = message_id.to_owned();
-        let status = status.to_owned();
+        let errors = errors.to_string();
         self.submit(move |tx| {
             // The message id's row and that row's state, in one lookup.
             let found: Option<(i64, Option<String>)> = query_one(
@@ -184,15 +185,7 @@ impl OutboxStore for SqliteStore {
                         .ok_or_else(|| StoreError(format!("unknown outbox state {s:?}")))
                 })
                 .transpose()?;
-            // A status this store does not rank (a future Meta addition) changes nothing.
-            let Some((target, rank)) = status_rank(&status) else {
-                tracing::debug!(status, "ignoring an unknown delivery status");
-                return Ok(StatusApplied {
-                    outbox_id,
-                    state: current,
-                    advanced: false,
-                });
-            };
+            let (target, rank) = (status.state(), status_rank(status));
             // Keep the furthest status per message id, whether or not its row is known.
             let message_advanced = exec(
                 tx,
@@ -202,7 +195,14 @@ impl OutboxStore for SqliteStore {
                      SET status = excluded.status, rank = excluded.rank,
                          at_ms = excluded.at_ms, errors = excluded.errors
                      WHERE excluded.rank > statuses.rank",
-                params![endpoint, message_id, status, rank, db_int(at_ms), errors],
+                params![
+                    endpoint,
+                    message_id,
+                    status.as_str(),
+                    rank,
+                    db_int(at_ms),
+                    errors
+                ],
             )
             .ctx("recording a status")?
                 > 0;

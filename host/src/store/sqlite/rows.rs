@@ -7,7 +7,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use rusqlite::types::Type;
 use rusqlite::{Connection, Row, params};
 
-use crate::store::{EventKind, EventRow, NewEvent, OutboxRow, OutboxState, StoreError};
+use crate::store::{
+    DeadLetterSource, DeliveryState, EventKind, EventRow, NewEvent, OutboxRow, OutboxState,
+    StoreError,
+};
 
 /// Adds context to rusqlite errors.
 pub(super) trait Ctx<T> {
@@ -72,15 +75,14 @@ pub(super) fn conversion_error(col: usize, what: String) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(col, Type::Text, what.into())
 }
 
-/// Status name → rank; the ranks follow [`OutboxState`]'s order.
-pub(super) fn status_rank(status: &str) -> Option<(OutboxState, i64)> {
-    Some(match status {
-        "sent" => (OutboxState::Sent, 1),
-        "delivered" => (OutboxState::Delivered, 2),
-        "read" | "played" => (OutboxState::Read, 3),
-        "failed" => (OutboxState::Failed, 4),
-        _ => return None,
-    })
+/// A status's rank; the ranks follow [`OutboxState`]'s order.
+pub(super) fn status_rank(status: DeliveryState) -> i64 {
+    match status {
+        DeliveryState::Sent => 1,
+        DeliveryState::Delivered => 2,
+        DeliveryState::Read | DeliveryState::Played => 3,
+        DeliveryState::Failed => 4,
+    }
 }
 
 pub(super) fn state_of_rank(rank: i64) -> OutboxState {
@@ -193,7 +195,7 @@ pub(super) fn insert_event(
 pub(super) fn insert_dead_letter(
     tx: &Connection,
     endpoint: &str,
-    source: &str,
+    source: DeadLetterSource,
     source_id: i64,
     reason: &str,
     detail: &str,
@@ -203,7 +205,14 @@ pub(super) fn insert_dead_letter(
         tx,
         "INSERT INTO dead_letters (endpoint, source, source_id, reason, detail, created_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![endpoint, source, source_id, reason, detail, db_int(now)],
+        params![
+            endpoint,
+            source.as_str(),
+            source_id,
+            reason,
+            detail,
+            db_int(now)
+        ],
     )
     .ctx("inserting a dead letter")?;
     Ok(())

@@ -325,7 +325,13 @@ async fn status_before_send_response() {
     let id = one_outbox(&store).await;
     // The status webhook beats the send's own response.
     let applied = store
-        .apply_status("ep", "wamid.X", "delivered", 10, String::new())
+        .apply_status(
+            "ep",
+            "wamid.X",
+            DeliveryState::Delivered,
+            10,
+            serde_json::Value::Null,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -358,7 +364,13 @@ async fn multi_part_rows_and_pending_rows() {
     assert_eq!(state, OutboxState::Pending);
     // A status for the first part does not move a row whose next part is not out.
     let applied = store
-        .apply_status("ep", "wamid.A", "read", 10, String::new())
+        .apply_status(
+            "ep",
+            "wamid.A",
+            DeliveryState::Read,
+            10,
+            serde_json::Value::Null,
+        )
         .await
         .unwrap();
     assert_eq!(applied.outbox_id, Some(id));
@@ -402,7 +414,13 @@ async fn statuses_out_of_order() {
         .unwrap();
     assert_eq!(state, OutboxState::Sent);
     let sent = store
-        .apply_status("ep", "wamid.Y", "sent", 1, String::new())
+        .apply_status(
+            "ep",
+            "wamid.Y",
+            DeliveryState::Sent,
+            1,
+            serde_json::Value::Null,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -414,7 +432,13 @@ async fn statuses_out_of_order() {
         }
     );
     let read = store
-        .apply_status("ep", "wamid.Y", "played", 3, String::new())
+        .apply_status(
+            "ep",
+            "wamid.Y",
+            DeliveryState::Played,
+            3,
+            serde_json::Value::Null,
+        )
         .await
         .unwrap();
     assert_eq!(
@@ -426,26 +450,38 @@ async fn statuses_out_of_order() {
         }
     );
     let late = store
-        .apply_status("ep", "wamid.Y", "delivered", 2, String::new())
+        .apply_status(
+            "ep",
+            "wamid.Y",
+            DeliveryState::Delivered,
+            2,
+            serde_json::Value::Null,
+        )
         .await
         .unwrap();
     assert_eq!(late.state, Some(OutboxState::Read));
     assert!(!late.advanced);
     let failed = store
-        .apply_status("ep", "wamid.Y", "failed", 4, "[{\"code\":131047}]".into())
+        .apply_status(
+            "ep",
+            "wamid.Y",
+            DeliveryState::Failed,
+            4,
+            serde_json::json!([{"code": 131047}]),
+        )
         .await
         .unwrap();
     assert_eq!(failed.state, Some(OutboxState::Failed));
     assert!(failed.advanced);
-    let unknown = store
-        .apply_status("ep", "wamid.Y", "deleted", 5, String::new())
-        .await
-        .unwrap();
-    assert_eq!(unknown.state, Some(OutboxState::Failed));
-    assert!(!unknown.advanced);
     // Another endpoint's message id is another message.
     let elsewhere = store
-        .apply_status("ep2", "wamid.Y", "read", 5, String::new())
+        .apply_status(
+            "ep2",
+            "wamid.Y",
+            DeliveryState::Read,
+            5,
+            serde_json::Value::Null,
+        )
         .await
         .unwrap();
     assert_eq!(elsewhere.outbox_id, None);
@@ -518,7 +554,13 @@ async fn retry_replace_dead() {
     assert_eq!(store.replay_inbox(None, 1).await.unwrap(), 0);
     // A status never revives a dead row.
     let applied = store
-        .apply_status("ep", "wamid.1", "read", 1, String::new())
+        .apply_status(
+            "ep",
+            "wamid.1",
+            DeliveryState::Read,
+            1,
+            serde_json::Value::Null,
+        )
         .await
         .unwrap();
     assert_eq!(applied.state, Some(OutboxState::Dead));
@@ -840,7 +882,13 @@ async fn prune_removes_old_finished_rows() {
         .await
         .unwrap();
     store
-        .apply_status("ep", "wamid.P", "read", 1, String::new())
+        .apply_status(
+            "ep",
+            "wamid.P",
+            DeliveryState::Read,
+            1,
+            serde_json::Value::Null,
+        )
         .await
         .unwrap();
     // Nothing is done yet but the inbox row: events are still pending.
@@ -855,7 +903,13 @@ async fn prune_removes_old_finished_rows() {
     assert_eq!(store.replay_inbox(None, 1).await.unwrap(), 1);
     // The message id is forgotten: a late status finds no row.
     let late = store
-        .apply_status("ep", "wamid.P", "read", 2, String::new())
+        .apply_status(
+            "ep",
+            "wamid.P",
+            DeliveryState::Read,
+            2,
+            serde_json::Value::Null,
+        )
         .await
         .unwrap();
     assert_eq!(late.outbox_id, None);
