@@ -15,8 +15,13 @@
 //! - **statuses** from webhooks are applied monotonically (sent < delivered < read, failed
 //!   last) in whatever order they arrive, also before the send's own response is stored.
 //!
-//! What the admin API keeps (endpoint specs, plugins, event webhooks) is
-//! [`admin::AdminStore`], a supertrait of [`Store`].
+//! The interface is split by table group, one trait per file, each with its row types:
+//! [`InboxStore`] (`inbox`), [`EventStore`] (`events`), [`StepStore`] (a step's commit,
+//! the session and window reads), [`OutboxStore`] (`outbox`, statuses), [`TimerStore`],
+//! [`MaintenanceStore`] (dead letters, depths, prune, ping), [`admin::AdminStore`]
+//! (endpoint specs, plugins, event webhooks) and [`business::BusinessStore`]. [`Store`] is
+//! all of them. Rows are types, states are enums; no SQL and no serde of stored columns
+//! here: that stays inside `sqlite/`, so a second backend implements the same traits.
 //!
 //! [`Store`] is object safe (boxed futures) so the serving layer holds an `Arc<dyn Store>`;
 //! [`sqlite::SqliteStore`] is the embedded implementation (WAL, one writer thread that
