@@ -628,6 +628,7 @@ async fn a_campaign_is_sent_once_to_each_recipient_across_a_restart() {
     let session = server
         .store()
         .session("shop", "15550000003")
+        .await
         .expect("read")
         .expect("session");
     assert!(

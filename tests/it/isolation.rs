@@ -259,7 +259,7 @@ async fn an_unsigned_endpoint_cannot_speak_for_another_tenant() {
     let store = t.server.store();
     for endpoint in ["shop", "open"] {
         assert_eq!(
-            store.session(endpoint, "15550101").expect("read"),
+            store.session(endpoint, "15550101").await.expect("read"),
             None,
             "a conversation of `{endpoint}` was started"
         );
@@ -344,8 +344,11 @@ async fn another_apps_signature_does_not_reach_this_app_but_one_app_routes_acros
         describe(&t.mock.requests())
     );
     let store = t.server.store();
-    assert_eq!(store.session("shop", "15550201").expect("read"), None);
-    assert_eq!(store.session("rival", "15550201").expect("read"), None);
+    assert_eq!(store.session("shop", "15550201").await.expect("read"), None);
+    assert_eq!(
+        store.session("rival", "15550201").await.expect("read"),
+        None
+    );
     t.wait_unowned("rival", "untrusted_sender", 1).await;
     t.stop().await;
 }

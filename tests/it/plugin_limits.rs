@@ -15,7 +15,7 @@ use plugboard::plugins::test_guests::{MISBEHAVING, MISBEHAVING_HOOK};
 use plugboard::plugins::types::{BotOutput, Decoded, User};
 use plugboard::plugins::{FailureKind, PluginLimits, SessionView};
 use plugboard::app::Server;
-use plugboard::store::{DeadLetter, SqliteOptions, SqliteStore, Store};
+use plugboard::store::{DeadLetter, InboxStore, SqliteOptions, SqliteStore, Store};
 use plugboard::transform::{FailurePolicy, Transformers};
 use plugboard_tests::mock_graph::MockGraph;
 use plugboard_tests::webhook;

@@ -578,7 +578,10 @@ async fn assert_nothing_stored(server: &Server, mock: &MockGraph, from: &str, wh
     let pending = store.pending_inbox(0, 10).await.expect("pending inbox");
     assert!(pending.is_empty(), "{what}: {pending:#?}");
     assert_eq!(
-        store.last_inbound("shop", from).expect("last inbound"),
+        store
+            .last_inbound("shop", from)
+            .await
+            .expect("last inbound"),
         None,
         "{what}: the message was handled"
     );
@@ -710,7 +713,11 @@ async fn a_disabled_endpoint_stores_but_never_replies() {
     let store = server.store();
     let deadline = Instant::now() + WAIT;
     let inbound = loop {
-        if let Some(ms) = store.last_inbound("shop", from).expect("last inbound") {
+        if let Some(ms) = store
+            .last_inbound("shop", from)
+            .await
+            .expect("last inbound")
+        {
             break ms;
         }
         assert!(Instant::now() < deadline, "the message was never recorded");
@@ -718,7 +725,7 @@ async fn a_disabled_endpoint_stores_but_never_replies() {
     };
     assert_eq!(inbound, ts * 1000);
     tokio::time::sleep(SETTLE).await;
-    assert_eq!(store.session("shop", from).expect("session"), None);
+    assert_eq!(store.session("shop", from).await.expect("session"), None);
     let depths = store.depths().await.expect("depths");
     assert_eq!(depths, QueueDepths::default());
     assert!(store.outbox_row(1).await.expect("outbox").is_none());

@@ -600,11 +600,7 @@ async fn check_window(
     if !crate::serve::workers::is_free_form(output) {
         return Ok(());
     }
-    let (endpoint, conversation) = (id.to_string(), user.to_string());
-    let last = blocking(shared, move |store| {
-        store.last_inbound(&endpoint, &conversation)
-    })
-    .await?;
+    let last = shared.store.last_inbound(id, user).await?;
     let now = crate::clock::now_ms();
     match last {
         _ if window_open(last, now) => Ok(()),

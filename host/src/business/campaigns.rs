@@ -326,6 +326,7 @@ mod campaign_run {
     use std::collections::HashSet;
 
     use super::*;
+    use crate::store::OutboxStore;
     use crate::store::business::{BusinessStore, NewCampaign, StoredTemplate};
     use crate::store::sqlite::SqliteStore;
 

@@ -18,7 +18,7 @@ use crate::config::ServeConfig;
 use crate::secretbox::{KEY_ENV, Keyring, SecretKey};
 use crate::app::Server;
 use crate::store::sqlite::private::DataDirLock;
-use crate::store::{SecretsReport, SqliteOptions, SqliteStore, Store};
+use crate::store::{MaintenanceStore, SecretsReport, SqliteOptions, SqliteStore};
 
 /// Which configuration to run, and whether it is the demo.
 fn discover(config: Option<PathBuf>) -> Result<(ServeConfig, bool), String> {

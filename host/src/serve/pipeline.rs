@@ -30,7 +30,9 @@ use tokio::sync::mpsc;
 
 use crate::conversation::SessionKey;
 use crate::plugins::types::{DeliveryStatus, Event, EventBody};
-use crate::store::{DemuxOutcome, Demuxed, EventKind, EventRow, InboxRow, NewEvent, OutboxState};
+use crate::store::{
+    DeliveryState, DemuxOutcome, Demuxed, EventKind, EventRow, InboxRow, NewEvent, OutboxState,
+};
 
 use super::Shared;
 use super::tenancy::{Item, Route, Router};
@@ -390,13 +392,13 @@ async fn apply_status_row(shared: &Arc<Shared>, row: &EventRow) -> Option<bool> 
         }
     };
     let name = match status.status {
-        DeliveryStatus::Sent => "sent",
-        DeliveryStatus::Delivered => "delivered",
-        DeliveryStatus::Read => "read",
-        DeliveryStatus::Played => "played",
-        DeliveryStatus::Failed => "failed",
+        DeliveryStatus::Sent => DeliveryState::Sent,
+        DeliveryStatus::Delivered => DeliveryState::Delivered,
+        DeliveryStatus::Read => DeliveryState::Read,
+        DeliveryStatus::Played => DeliveryState::Played,
+        DeliveryStatus::Failed => DeliveryState::Failed,
     };
-    let errors = serde_json::to_string(&status.errors).unwrap_or_else(|_| "[]".into());
+    let errors = serde_json::to_value(&status.errors).unwrap_or_else(|_| serde_json::json!([]));
     let applied = loop {
         match shared
             .store
@@ -419,7 +421,7 @@ async fn apply_status_row(shared: &Arc<Shared>, row: &EventRow) -> Option<bool> 
             }
         }
     };
-    tracing::debug!(endpoint = %row.endpoint, status = %name, advanced = applied.advanced, "status");
+    tracing::debug!(endpoint = %row.endpoint, status = name.as_str(), advanced = applied.advanced, "status");
     // 131050 usually comes here, as a failed status: the user stopped marketing messages.
     if status.status == DeliveryStatus::Failed
         && status

@@ -464,7 +464,7 @@ async fn send_row(shared: &Arc<Shared>, endpoint: &Endpoint, queued: &Queued) ->
         Ok(output) => output,
         Err(e) => return dead(shared, row, "render_failed", format!("stored output: {e}")).await,
     };
-    if row.free_form && window_closed(shared, row) {
+    if row.free_form && window_closed(shared, row).await {
         return window_closed_now(shared, endpoint, row, "the 24-hour window is closed".into())
             .await;
     }
@@ -642,8 +642,12 @@ fn render_context(row: &OutboxRow) -> Result<RenderContext, String> {
 
 /// Is the conversation's customer-service window closed? An unreadable window counts as
 /// open: Meta then answers 131047 itself, which is reconciled the same way.
-fn window_closed(shared: &Shared, row: &OutboxRow) -> bool {
-    match shared.store.last_inbound(&row.endpoint, &row.conversation) {
+async fn window_closed(shared: &Shared, row: &OutboxRow) -> bool {
+    match shared
+        .store
+        .last_inbound(&row.endpoint, &row.conversation)
+        .await
+    {
         Ok(last) => !window_open(last, now_ms()),
         Err(e) => {
             tracing::warn!("window check: {e}");

@@ -691,9 +691,9 @@ async fn ensure_handover_hook(shared: &Arc<Shared>, endpoint: &Endpoint) -> Resu
 async fn load(shared: &Arc<Shared>, key: &SessionKey) -> Result<Option<SessionRecord>, Retry> {
     let store = shared.store.clone();
     let (ep, user) = (key.endpoint.clone(), key.user.clone());
-    let json = tokio::task::spawn_blocking(move || store.session(&ep, &user))
+    let json = store
+        .session(&ep, &user)
         .await
-        .map_err(|e| Retry(format!("session load: {e}")))?
         .map_err(|e| Retry(format!("session store: {e}")))?;
     let Some(json) = json else { return Ok(None) };
     match serde_json::from_str(&json) {

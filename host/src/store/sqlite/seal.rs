@@ -15,7 +15,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::{Ctx, exec};
+use super::rows::{Ctx, exec};
 use crate::secretbox::SPEC_SECRETS;
 use crate::secretbox::{Keyring, SealError, Stored};
 use crate::store::StoreError;
