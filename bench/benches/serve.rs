@@ -34,8 +34,8 @@ use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use plugboard::config::ServeConfig;
 use plugboard::app::Server;
+use plugboard::config::ServeConfig;
 use plugboard_bench::loadgen::{
     self, EnvelopeSpec, Load, Pace, Report, SENDER_BASE, SendLog, Signed, percentile,
 };

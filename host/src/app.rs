@@ -23,11 +23,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::config::ServeConfig;
 use crate::endpoints::endpoint;
 use crate::endpoints::files;
 use crate::endpoints::registry;
 use crate::plugins::PluginRuntime;
-use crate::config::ServeConfig;
 use crate::serve::metrics::Metrics;
 use crate::serve::sender::{self, SenderHandle};
 use crate::serve::workers::Workers;
@@ -227,7 +227,10 @@ impl Server {
             on,
         );
         tasks.spawn_on(
-            stages.watch("campaigns", crate::serve::campaigns::campaign_loop(shared.clone())),
+            stages.watch(
+                "campaigns",
+                crate::serve::campaigns::campaign_loop(shared.clone()),
+            ),
             on,
         );
 

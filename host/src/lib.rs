@@ -48,6 +48,7 @@ pub mod egress;
 pub mod endpoints;
 pub mod flow;
 pub mod ids;
+pub mod lock;
 pub mod pii;
 pub mod plugins;
 pub mod redact;

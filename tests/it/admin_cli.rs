@@ -11,8 +11,8 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use plugboard::config::ServeConfig;
 use plugboard::app::Server;
+use plugboard::config::ServeConfig;
 use plugboard_tests::mock_graph::{MockAccount, MockGraph, MockNumber, MockTemplate};
 use plugboard_tests::webhook;
 use serde_json::{Value, json};

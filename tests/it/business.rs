@@ -10,8 +10,8 @@ use plugboard_tests::webhook;
 use serde_json::{Value, json};
 
 use crate::admin::{Admin, wait_sends};
-use plugboard::config::ServeConfig;
 use plugboard::app::Server;
+use plugboard::config::ServeConfig;
 
 use crate::serve::{
     ACCESS_TOKEN, ADMIN_TOKEN, PNID, SECRET, SETTLE, VERIFY_TOKEN, WAIT, client, config_toml,

@@ -17,8 +17,8 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use plugboard::config::ServeConfig;
 use plugboard::app::Server;
+use plugboard::config::ServeConfig;
 use plugboard_tests::mock_graph::{MockAccount, MockGraph, MockNumber, MockTemplate, describe};
 use plugboard_tests::webhook;
 use serde_json::{Value, json};

@@ -10,11 +10,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use plugboard::app::Server;
 use plugboard::config::ServeConfig;
 use plugboard::plugins::test_guests::{MISBEHAVING, MISBEHAVING_HOOK};
 use plugboard::plugins::types::{BotOutput, Decoded, User};
 use plugboard::plugins::{FailureKind, PluginLimits, SessionView};
-use plugboard::app::Server;
 use plugboard::store::{DeadLetter, InboxStore, SqliteOptions, SqliteStore, Store};
 use plugboard::transform::{FailurePolicy, Transformers};
 use plugboard_tests::mock_graph::MockGraph;

@@ -14,9 +14,9 @@ use std::path::Path;
 use std::process::Command;
 
 use base64::Engine;
+use plugboard::app::Server;
 use plugboard::config::ServeConfig;
 use plugboard::secretbox::{KEY_ENV, NEW_KEY_ENV, SecretKey};
-use plugboard::app::Server;
 use plugboard_tests::mock_graph::{MockAccount, MockGraph, MockNumber, MockTemplate, describe};
 use plugboard_tests::webhook;
 use serde_json::json;

@@ -15,8 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use plugboard::config::ServeConfig;
 use plugboard::app::Server;
+use plugboard::config::ServeConfig;
 use plugboard::store::{DeadLetter, OutboxRow, OutboxState, QueueDepths, Store};
 use plugboard_tests::mock_graph::{MockGraph, Reply, Request, describe};
 use plugboard_tests::webhook::{self, SIGNATURE_HEADER};

@@ -9,6 +9,7 @@
 //! holds across calls. That instant is runtime-only (not in the stored record): pacing
 //! after a restart does not matter.
 
+use crate::lock::LockExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,7 +40,7 @@ impl Lanes {
     /// The lane of a conversation, created on first use. Never held across an await: the
     /// std mutex only guards the map.
     pub fn get(&self, key: &SessionKey, delay: Duration) -> LaneLock {
-        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.map.locked();
         if map.len() > PRUNE_ABOVE {
             // A lane nobody holds or waits for, whose gap has passed, carries nothing.
             let now = Instant::now();

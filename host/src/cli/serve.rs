@@ -14,9 +14,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use crate::app::Server;
 use crate::config::ServeConfig;
 use crate::secretbox::{KEY_ENV, Keyring, SecretKey};
-use crate::app::Server;
 use crate::store::sqlite::private::DataDirLock;
 use crate::store::{MaintenanceStore, SecretsReport, SqliteOptions, SqliteStore};
 

@@ -25,7 +25,6 @@ pub mod store;
 
 use std::future::Future;
 
-
 pub use config::{ConversationConfig, HandoverConfig};
 pub use handover::{HandoverEvent, HandoverKind};
 pub use http::ReqwestHttp;

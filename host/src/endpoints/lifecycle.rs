@@ -27,8 +27,8 @@ use serde_json::{Map, Value};
 use super::endpoint::{Bounds, Endpoint};
 use super::registry::{self, Registry, spec_json};
 use super::token_binding::{self, Token};
-use crate::plugins::PluginRuntime;
 use crate::config::{ENV_PREFIX, EndpointConfig, EndpointSpec, SPEC_SECRETS};
+use crate::plugins::PluginRuntime;
 use crate::store::admin::{EndpointState, StoredEndpoint, StoredPlugin};
 use crate::store::{Store, StoreError};
 

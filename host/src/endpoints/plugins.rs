@@ -10,8 +10,8 @@
 use serde_json::Map;
 
 use super::lifecycle::{EndpointError, EndpointResult, Held, Lifecycle, Prepared};
-use crate::plugins::{AdapterPlugin, PluginLimits};
 use crate::config::{BUNDLED_PLUGIN, EndpointSpec};
+use crate::plugins::{AdapterPlugin, PluginLimits};
 use crate::store::admin::StoredPlugin;
 
 impl Lifecycle<'_> {

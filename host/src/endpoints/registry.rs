@@ -11,6 +11,7 @@
 //! [`seed`] runs at start: the TOML's endpoints seed the store (see
 //! [`crate::store::admin::Seeded`]), then every active stored endpoint is loaded.
 
+use crate::lock::RwLockExt;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -33,31 +34,18 @@ pub struct Registry {
 
 impl Registry {
     pub fn get(&self, id: &str) -> Option<Arc<Endpoint>> {
-        self.endpoints
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned()
+        self.endpoints.read_locked().get(id).cloned()
     }
 
     /// Every served endpoint, by id.
     pub fn all(&self) -> Vec<Arc<Endpoint>> {
-        let mut all: Vec<_> = self
-            .endpoints
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let mut all: Vec<_> = self.endpoints.read_locked().values().cloned().collect();
         all.sort_by(|a, b| a.config.id.cmp(&b.config.id));
         all
     }
 
     pub fn len(&self) -> usize {
-        self.endpoints
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.endpoints.read_locked().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -68,7 +56,7 @@ impl Registry {
     /// one had seen (last webhook, auth failures) carries over.
     pub fn insert(&self, endpoint: Endpoint) -> Arc<Endpoint> {
         let endpoint = Arc::new(endpoint);
-        let mut map = self.endpoints.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.endpoints.write_locked();
         if let Some(old) = map.get(&endpoint.config.id) {
             endpoint.activity.carry_over(&old.activity);
         }
@@ -80,23 +68,16 @@ impl Registry {
 
     pub fn remove(&self, id: &str) -> Option<Arc<Endpoint>> {
         self.set_failed(id, None);
-        self.endpoints
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(id)
+        self.endpoints.write_locked().remove(id)
     }
 
     /// Why a stored endpoint is not served, when it failed to load.
     pub fn failure(&self, id: &str) -> Option<String> {
-        self.failed
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .cloned()
+        self.failed.read_locked().get(id).cloned()
     }
 
     fn set_failed(&self, id: &str, reason: Option<String>) {
-        let mut failed = self.failed.write().unwrap_or_else(|e| e.into_inner());
+        let mut failed = self.failed.write_locked();
         match reason {
             Some(reason) => failed.insert(id.to_string(), reason),
             None => failed.remove(id),

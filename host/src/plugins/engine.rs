@@ -24,6 +24,7 @@
 //! same plugin loaded for many endpoints, or reloaded after an admin change, is compiled
 //! once.
 
+use crate::lock::LockExt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -180,7 +181,7 @@ impl PluginRuntime {
     pub(crate) fn compile(&self, bytes: &[u8]) -> Result<Component, PluginError> {
         let hash: [u8; 32] = Sha256::digest(bytes).into();
         {
-            let mut cache = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+            let mut cache = self.compiled.locked();
             if let Some(at) = cache.iter().position(|(h, _)| *h == hash) {
                 // Most recently used last: what is loaded again stays.
                 let hit = cache.remove(at);
@@ -193,7 +194,7 @@ impl PluginRuntime {
         // at once only cost a duplicate compile.
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| PluginError::Invalid(format!("{e:#}")))?;
-        let mut cache = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.compiled.locked();
         if !cache.iter().any(|(h, _)| *h == hash) {
             if cache.len() >= COMPILED_CACHE {
                 cache.remove(0);
@@ -206,10 +207,7 @@ impl PluginRuntime {
     /// Forgets compiled components, so the next load compiles again (benchmarks compare
     /// both).
     pub fn clear_compiled(&self) {
-        self.compiled
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        self.compiled.locked().clear();
     }
 
     /// A store with the deny-all WASI context and the memory limiter installed.

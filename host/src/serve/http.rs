@@ -17,6 +17,7 @@
 //! request and closes (hyper's graceful shutdown; idle ones at once), and [`serve`]
 //! returns when all permits are back, i.e. every connection has closed.
 
+use crate::lock::LockExt;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -35,8 +36,8 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tower_service::Service;
 
 use crate::config::HttpSettings;
@@ -169,7 +170,7 @@ impl Track {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.locked();
         let out = f(&mut state);
         drop(state);
         self.changed.notify_waiters();
@@ -177,7 +178,7 @@ impl Track {
     }
 
     fn bytes_read(&self) {
-        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut state = self.state.locked();
         if state.in_flight == 0 && state.head_since.is_none() {
             state.head_since = Some(Instant::now());
             drop(state);
@@ -186,7 +187,7 @@ impl Track {
     }
 
     fn deadline(&self, limits: Limits) -> Option<Instant> {
-        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let state = self.state.locked();
         if state.in_flight > 0 {
             None
         } else if let Some(since) = state.head_since {

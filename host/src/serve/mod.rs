@@ -45,6 +45,7 @@ pub mod pipeline;
 pub mod sender;
 pub mod signature;
 pub mod stages;
+pub mod store_retry;
 pub mod tenancy;
 pub mod workers;
 
@@ -188,4 +189,3 @@ pub fn set_depths(metrics: &Metrics, depths: &QueueDepths) {
             .set(i64::try_from(value).unwrap_or(i64::MAX));
     }
 }
-

@@ -16,6 +16,7 @@
 //! path: [`ensure_handover_hook`] registers it once as an event webhook of the endpoint for
 //! [`HANDOVER_HOOK_EVENTS`], with a generated signing key.
 
+use crate::lock::RwLockExt;
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
@@ -35,15 +36,14 @@ pub struct Subscribed(RwLock<HashMap<String, HashSet<String>>>);
 impl Subscribed {
     pub fn wants(&self, endpoint: &str, event: &str) -> bool {
         self.0
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
+            .read_locked()
             .get(endpoint)
             .is_some_and(|events| events.contains(event))
     }
 
     /// Whether any endpoint has a subscription (the delivery loop idles otherwise).
     pub fn any(&self) -> bool {
-        !self.0.read().unwrap_or_else(|e| e.into_inner()).is_empty()
+        !self.0.read_locked().is_empty()
     }
 
     /// Replaces what `endpoint` wants with its current subscriptions.
@@ -52,7 +52,7 @@ impl Subscribed {
             .iter()
             .flat_map(|s| s.events.iter().cloned())
             .collect();
-        let mut map = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.0.write_locked();
         if events.is_empty() {
             map.remove(endpoint);
         } else {

@@ -35,6 +35,7 @@ use crate::store::{
 };
 
 use super::Shared;
+use super::store_retry::until_stored;
 use super::tenancy::{Item, Route, Router};
 use super::workers::Job;
 use crate::clock::now_ms;
@@ -50,8 +51,6 @@ const SCAN_MIN_AGE_MS: u64 = 2_000;
 /// Batches up to this many rows are decoded in place (`block_in_place`), bigger ones on the
 /// blocking pool.
 const INLINE_DECODE: usize = 4;
-/// Wait before retrying a store call that failed.
-const STORE_RETRY: Duration = Duration::from_millis(500);
 
 /// Kept for code not yet moved to the rules' module.
 pub use crate::whatsapp::WINDOW_CLOSED_CODE;
@@ -125,17 +124,12 @@ pub async fn demux_batch(shared: &Arc<Shared>, rows: Vec<InboxRow>) {
             return;
         }
     };
-    let recorded = loop {
-        match shared.store.record_demux(batch.clone()).await {
-            Ok(recorded) => break recorded,
-            Err(e) => {
-                tracing::error!("cannot record demuxed events (retrying): {e}");
-                if shared.is_stopping() {
-                    return;
-                }
-                tokio::time::sleep(STORE_RETRY).await;
-            }
-        }
+    let Some(recorded) = until_stored(&shared.cancel, "record demuxed events", || {
+        shared.store.record_demux(batch.clone())
+    })
+    .await
+    else {
+        return;
     };
     for rows in recorded {
         dispatch(shared, rows).await;
@@ -330,13 +324,10 @@ pub async fn dispatch(shared: &Arc<Shared>, rows: Vec<EventRow>) {
 }
 
 async fn mark_done(shared: &Shared, ids: Vec<i64>) {
-    while let Err(e) = shared.store.events_done(ids.clone()).await {
-        tracing::error!("cannot mark events done (retrying): {e}");
-        if shared.is_stopping() {
-            return;
-        }
-        tokio::time::sleep(STORE_RETRY).await;
-    }
+    until_stored(&shared.cancel, "mark events done", || {
+        shared.store.events_done(ids.clone())
+    })
+    .await;
 }
 
 /// Applies delivery statuses to the outbox, reconciling window-closed failures.
@@ -399,28 +390,16 @@ async fn apply_status_row(shared: &Arc<Shared>, row: &EventRow) -> Option<bool> 
         DeliveryStatus::Failed => DeliveryState::Failed,
     };
     let errors = serde_json::to_value(&status.errors).unwrap_or_else(|_| serde_json::json!([]));
-    let applied = loop {
-        match shared
-            .store
-            .apply_status(
-                &row.endpoint,
-                &status.message_id,
-                name,
-                status.timestamp.saturating_mul(1000),
-                errors.clone(),
-            )
-            .await
-        {
-            Ok(applied) => break applied,
-            Err(e) => {
-                tracing::error!("cannot apply a status (retrying): {e}");
-                if shared.is_stopping() {
-                    return None;
-                }
-                tokio::time::sleep(STORE_RETRY).await;
-            }
-        }
-    };
+    let applied = until_stored(&shared.cancel, "apply a status", || {
+        shared.store.apply_status(
+            &row.endpoint,
+            &status.message_id,
+            name,
+            status.timestamp.saturating_mul(1000),
+            errors.clone(),
+        )
+    })
+    .await?;
     tracing::debug!(endpoint = %row.endpoint, status = name.as_str(), advanced = applied.advanced, "status");
     // 131050 usually comes here, as a failed status: the user stopped marketing messages.
     if status.status == DeliveryStatus::Failed

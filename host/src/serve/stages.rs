@@ -7,6 +7,7 @@
 //! stopped stage while the host is not shutting down: a host whose demux died must not
 //! look ready while it acknowledges webhooks nobody will process.
 
+use crate::lock::LockExt;
 use std::any::Any;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,10 +26,7 @@ impl Stages {
         F: Future<Output = ()>,
     {
         let alive = Arc::new(AtomicBool::new(true));
-        self.stages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((name, alive.clone()));
+        self.stages.locked().push((name, alive.clone()));
         let guard = Stopped(alive);
         async move {
             let _guard = guard;
@@ -39,8 +37,7 @@ impl Stages {
     /// The stages that are no longer running, in the order they were watched.
     pub fn stopped(&self) -> Vec<&'static str> {
         self.stages
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .locked()
             .iter()
             .filter(|(_, alive)| !alive.load(Ordering::SeqCst))
             .map(|(name, _)| *name)

@@ -14,11 +14,14 @@
 //! or notice is lost or doubled (a flow's http calls do run again). On shutdown a worker
 //! finishes its step and leaves the rest pending in the store for the next start.
 
+use crate::lock::LockExt;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use serde_json::json;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
@@ -100,7 +103,7 @@ impl AdminJob {
     }
 
     fn answer(&self, result: AdminAnswer) {
-        if let Some(tx) = self.reply.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(tx) = self.reply.locked().take() {
             let _ = tx.send(result);
         }
     }
@@ -162,12 +165,9 @@ impl Workers {
     ) {
         let job = (job, place);
         if let (Job::Timer(timer), _) = &job {
-            self.timers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(timer.id);
+            self.timers.locked().insert(timer.id);
         }
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queues = self.queues.locked();
         if let Some(queue) = queues.get_mut(&key) {
             queue.push_back(job);
             return;
@@ -178,14 +178,13 @@ impl Workers {
             .metrics
             .conversations_active
             .set(i64::try_from(active).unwrap_or(i64::MAX));
-        shared.tasks.spawn_on(run(shared.clone(), key), &shared.pipeline);
+        shared
+            .tasks
+            .spawn_on(run(shared.clone(), key), &shared.pipeline);
     }
 
     pub fn has_timer(&self, id: i64) -> bool {
-        self.timers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&id)
+        self.timers.locked().contains(&id)
     }
 
     /// Conversations with a running worker.
@@ -205,7 +204,7 @@ impl Workers {
     }
 
     fn next(&self, key: &SessionKey, stopping: bool) -> Option<Queued> {
-        let mut queues = self.queues.lock().unwrap_or_else(|e| e.into_inner());
+        let mut queues = self.queues.locked();
         let job = match queues.get_mut(key) {
             Some(queue) if !stopping => queue.pop_front(),
             _ => None,
@@ -232,13 +231,12 @@ async fn run(shared: Arc<Shared>, key: SessionKey) {
     while let Some((job, _place)) = shared.workers.next(&key, shared.is_stopping()) {
         let mut wait = Duration::from_millis(200);
         loop {
-            // Its own task, so a panic in a step (a bug) is contained: the job is logged
-            // and left pending in the store, and this conversation's worker goes on.
-            let step = {
-                let (shared, key, job) = (shared.clone(), key.clone(), job.clone());
-                tokio::spawn(async move { run_job(&shared, &key, &job).await })
-            };
-            let result = step.await.unwrap_or_else(|e| {
+            // A panic in a step (a bug) is contained here, without a task of its own: the
+            // job is logged and left pending in the store, and this conversation's worker
+            // goes on. (Nothing of the step is shared with the worker but `job`, read-only.)
+            let step = AssertUnwindSafe(run_job(&shared, &key, &job)).catch_unwind();
+            let result = step.await.unwrap_or_else(|panic| {
+                let e = super::stages::panic_message(panic.as_ref());
                 tracing::error!(conversation = %key.masked(), endpoint = %key.endpoint, "step panicked; the event stays pending until the next start: {e}");
                 Ok(())
             });
@@ -259,12 +257,7 @@ async fn run(shared: Arc<Shared>, key: SessionKey) {
             }
         }
         if let Job::Timer(timer) = &job {
-            shared
-                .workers
-                .timers
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&timer.id);
+            shared.workers.timers.locked().remove(&timer.id);
         }
     }
     shared.workers.finished(&shared);
@@ -672,17 +665,13 @@ async fn ensure_handover_hook(shared: &Arc<Shared>, endpoint: &Endpoint) -> Resu
     };
     let id = (endpoint.config.id.clone(), url.clone());
     let hooks = &shared.workers.handover_hooks;
-    if hooks
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .contains(&id)
-    {
+    if hooks.locked().contains(&id) {
         return Ok(());
     }
     notices::ensure_handover_hook(&shared.store, &shared.subscribed, &id.0, url)
         .await
         .map_err(|e| Retry(format!("handover webhook: {e}")))?;
-    hooks.lock().unwrap_or_else(|e| e.into_inner()).insert(id);
+    hooks.locked().insert(id);
     Ok(())
 }
 

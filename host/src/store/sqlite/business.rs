@@ -14,12 +14,12 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::SqliteStore;
 use super::rows::{Ctx, db_int, db_limit, exec, from_db, now_ms, query_one};
 use super::seal::{ACCOUNT_TOKEN, Columns};
-use crate::whatsapp::WINDOW_MS;
 use crate::store::business::{
     BusinessStore, CampaignContact, CampaignProgress, CampaignRow, Claim, Claimed, NewCampaign,
     NewRecipient, OptOut, StoredAccount, StoredNumber, StoredTemplate, TemplateChange,
 };
 use crate::store::{OutboxRow, OutboxState, StoreError, StoreFuture};
+use crate::whatsapp::WINDOW_MS;
 
 /// Counts a bot reply towards the month's quota, in the step's transaction; with a user,
 /// also notes that they were told the quota is used up.

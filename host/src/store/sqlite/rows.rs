@@ -2,7 +2,6 @@
 //! rusqlite errors with context, cached statements, integer conversions and the
 //! `events`/`outbox` column lists with their row readers.
 
-
 use rusqlite::types::Type;
 use rusqlite::{Connection, Row, params};
 
