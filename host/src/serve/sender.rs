@@ -27,9 +27,11 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::num::NonZeroU32;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use governor::clock::Clock as _;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::json;
@@ -356,26 +358,20 @@ impl Schedule {
         tokio::spawn(async move {
             let done = match endpoint {
                 Some(endpoint) => {
-                    // Its own task, so a panic (in render, classify, the send or a bug of
-                    // ours) still reports back: the conversation must not stay "in flight"
+                    // A panic (in render, classify, the send or a bug of ours) is caught
+                    // here and still reports back: the conversation must not stay "in flight"
                     // forever, nor shutdown wait for it. A panic counts as a failed attempt,
                     // so a row that panics every time ends as a dead letter when the retry
                     // schedule runs out instead of being tried forever.
                     let row = queued.row.clone();
-                    let send = {
-                        let shared = shared.clone();
-                        tokio::spawn(async move { send_row(&shared, &endpoint, &queued).await })
-                    };
-                    match send.await {
+                    let send = AssertUnwindSafe(send_row(&shared, &endpoint, &queued));
+                    match send.catch_unwind().await {
                         Ok(done) => done,
-                        Err(e) => {
-                            let detail = match e.try_into_panic() {
-                                Ok(panic) => format!(
-                                    "the send panicked: {}",
-                                    super::stages::panic_message(panic.as_ref())
-                                ),
-                                Err(e) => format!("the send task failed: {e}"),
-                            };
+                        Err(panic) => {
+                            let detail = format!(
+                                "the send panicked: {}",
+                                super::stages::panic_message(panic.as_ref())
+                            );
                             tracing::error!(conversation = %key.masked(), outbox = row.id, "{detail}");
                             retry(&shared, &row, row.parts_sent, None, detail, false).await
                         }
@@ -643,6 +639,12 @@ fn render_context(row: &OutboxRow) -> Result<RenderContext, String> {
 /// Is the conversation's customer-service window closed? An unreadable window counts as
 /// open: Meta then answers 131047 itself, which is reconciled the same way.
 async fn window_closed(shared: &Shared, row: &OutboxRow) -> bool {
+    if row
+        .known_inbound_ms
+        .is_some_and(|last| window_open(Some(last), now_ms()))
+    {
+        return false;
+    }
     match shared
         .store
         .last_inbound(&row.endpoint, &row.conversation)
@@ -838,6 +840,7 @@ pub async fn window_closed_later(
                 next_attempt_ms: 0,
                 last_error: None,
                 created_ms: now_ms(),
+                known_inbound_ms: None,
                 ..row.clone()
             })
             .collect(),

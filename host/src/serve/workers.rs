@@ -723,6 +723,7 @@ fn handover_notices(shared: &Shared, key: &SessionKey, outcome: &StepOutcome) ->
 async fn commit(shared: &Arc<Shared>, step: StepCommit) -> Result<Vec<i64>, Retry> {
     let outbox = step.outbox.clone();
     let (endpoint, conversation) = (step.endpoint.clone(), step.conversation.clone());
+    let known_inbound_ms = step.inbound_ms;
     let ids = shared
         .store
         .commit_step(step)
@@ -747,6 +748,7 @@ async fn commit(shared: &Arc<Shared>, step: StepCommit) -> Result<Vec<i64>, Retr
                 next_attempt_ms: row.not_before_ms,
                 last_error: None,
                 created_ms,
+                known_inbound_ms,
             })
             .collect();
         shared.sender.enqueue(rows);

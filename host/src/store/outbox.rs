@@ -112,6 +112,11 @@ pub struct OutboxRow {
     pub next_attempt_ms: u64,
     pub last_error: Option<String>,
     pub created_ms: u64,
+    /// Not stored: the conversation's last inbound message as the step that wrote this
+    /// row committed it, so the sender need not read back what the worker just wrote.
+    /// The window only ever moves later, so "open" by this value is open; `None` (a row
+    /// loaded from the store) or "closed" by it is checked against the store.
+    pub known_inbound_ms: Option<u64>,
 }
 
 /// What a status did to the outbox.

@@ -747,6 +747,7 @@ impl BusinessStore for SqliteStore {
                     next_attempt_ms: 0,
                     last_error: None,
                     created_ms: now,
+                    known_inbound_ms: None,
                 });
             }
             out.remaining = query_one(

@@ -145,6 +145,7 @@ pub(super) fn outbox_row(row: &Row<'_>) -> rusqlite::Result<OutboxRow> {
         next_attempt_ms: from_db(row.get(10)?),
         last_error: row.get(11)?,
         created_ms: from_db(row.get(12)?),
+        known_inbound_ms: None,
     })
 }
 
