@@ -49,6 +49,7 @@ pub mod endpoints;
 pub mod flow;
 pub mod ids;
 pub mod lock;
+pub mod memory;
 pub mod pii;
 pub mod plugins;
 pub mod redact;

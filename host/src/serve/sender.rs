@@ -29,13 +29,15 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use governor::clock::Clock as _;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde_json::json;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
 
 use crate::conversation::SessionKey;
 use crate::plugins::types::{
@@ -54,16 +56,50 @@ use crate::whatsapp::{STOPPED_MARKETING_CODE, STOPPED_MARKETING_REASON, window_o
 /// Wait before retrying when the store could not record an outcome.
 const STORE_RETRY_MS: u64 = 1_000;
 
+/// Rows the sender holds in memory (queued, waiting for a retry or in flight) above which
+/// a worker waits before committing a step with replies ([`SenderHandle::wait_for_room`]).
+/// When Graph is slower than the steps (or down), the backlog then waits durably in the
+/// store and the bounded queues before it, and the edge's 503 tells Meta to come back,
+/// instead of rows piling up in memory.
+pub const SENDER_BACKLOG: usize = 4_096;
+
 /// Hands outbox rows to the sender.
 #[derive(Clone)]
 pub struct SenderHandle {
     tx: mpsc::UnboundedSender<Msg>,
+    backlog: Arc<Backlog>,
+}
+
+/// The count of rows in the schedule, and a wake-up when it drops.
+#[derive(Default)]
+struct Backlog {
+    rows: AtomicUsize,
+    room: Notify,
+}
+
+impl Backlog {
+    fn add(&self, n: usize) {
+        self.rows.fetch_add(n, Ordering::SeqCst);
+    }
+
+    fn remove(&self, n: usize) {
+        let before = self
+            .rows
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |r| {
+                Some(r.saturating_sub(n))
+            })
+            .unwrap_or(0);
+        if before.saturating_sub(n) < SENDER_BACKLOG {
+            self.room.notify_waiters();
+        }
+    }
 }
 
 impl SenderHandle {
     pub fn new() -> (SenderHandle, mpsc::UnboundedReceiver<Msg>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        (SenderHandle { tx }, rx)
+        let backlog = Arc::new(Backlog::default());
+        (SenderHandle { tx, backlog }, rx)
     }
 
     /// Rows just committed, in outbox order.
@@ -71,8 +107,23 @@ impl SenderHandle {
         if rows.is_empty() {
             return;
         }
+        self.backlog.add(rows.len());
         // The loop only ends at shutdown; rows not taken then are pending in the store.
         let _ = self.tx.send(Msg::Enqueue(rows));
+    }
+
+    /// Waits while the schedule holds [`SENDER_BACKLOG`] rows or more, or until `stop`.
+    pub async fn wait_for_room(&self, stop: &CancellationToken) {
+        loop {
+            let room = self.backlog.room.notified();
+            if self.backlog.rows.load(Ordering::SeqCst) < SENDER_BACKLOG {
+                return;
+            }
+            tokio::select! {
+                _ = room => {}
+                _ = stop.cancelled() => return,
+            }
+        }
     }
 }
 
@@ -168,6 +219,7 @@ impl Limits {
 struct Schedule {
     shared: Arc<Shared>,
     tx: mpsc::UnboundedSender<Msg>,
+    backlog: Arc<Backlog>,
     convs: HashMap<SessionKey, Conv>,
     ready: VecDeque<SessionKey>,
     delayed: BinaryHeap<Reverse<(u64, SessionKey)>>,
@@ -191,6 +243,7 @@ pub async fn sender_loop(
         permits: Arc::new(Semaphore::new(shared.sender_workers.max(1))),
         shared: shared.clone(),
         tx: handle.tx.clone(),
+        backlog: handle.backlog.clone(),
         convs: HashMap::new(),
         ready: VecDeque::new(),
         delayed: BinaryHeap::new(),
@@ -199,6 +252,7 @@ pub async fn sender_loop(
         last_sent: HashMap::new(),
     };
     drop(handle);
+    schedule.backlog.add(resumed.len());
     schedule.add(resumed);
     let mut stopping = shared.stop_signal();
     let mut prune_pairs = tokio::time::interval(Duration::from_secs(60));
@@ -400,14 +454,17 @@ impl Schedule {
         let now = now_ms();
         match done {
             Done::Sent => {
-                if let Some(sent) = conv.rows.pop_front()
-                    && !sent.plain_receipt()
-                {
-                    self.last_sent.insert(key.clone(), now);
+                if let Some(sent) = conv.rows.pop_front() {
+                    self.backlog.remove(1);
+                    if !sent.plain_receipt() {
+                        self.last_sent.insert(key.clone(), now);
+                    }
                 }
             }
             Done::Dead => {
-                conv.rows.pop_front();
+                if conv.rows.pop_front().is_some() {
+                    self.backlog.remove(1);
+                }
             }
             Done::Retry {
                 at_ms,

@@ -721,6 +721,11 @@ fn handover_notices(shared: &Shared, key: &SessionKey, outcome: &StepOutcome) ->
 
 /// Commits a step and hands its outbox rows to the sender.
 async fn commit(shared: &Arc<Shared>, step: StepCommit) -> Result<Vec<i64>, Retry> {
+    if !step.outbox.is_empty() {
+        // Back-pressure from the sender: replies wait here (the event stays pending) while
+        // the sender holds its limit of rows.
+        shared.sender.wait_for_room(&shared.cancel).await;
+    }
     let outbox = step.outbox.clone();
     let (endpoint, conversation) = (step.endpoint.clone(), step.conversation.clone());
     let known_inbound_ms = step.inbound_ms;

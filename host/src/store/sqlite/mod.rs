@@ -64,7 +64,7 @@ const MIGRATIONS: &[M<'static>] = &[
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The writer's page cache, in KiB (negative: SQLite's unit for a size in KiB).
-const WRITER_CACHE_KIB: i64 = -16_384;
+const WRITER_CACHE_KIB: i64 = -8_192;
 /// WAL pages between automatic checkpoints (SQLite's default is 1000).
 const WAL_AUTOCHECKPOINT_PAGES: i64 = 8_000;
 /// The WAL file is truncated back to this size after a checkpoint.
