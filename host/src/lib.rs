@@ -31,11 +31,11 @@
 //!   configuration used without a file).
 //! - [`plugins`]: the wasmtime runtime: [`plugins::engine`] (the one engine, epoch ticker,
 //!   deny-all linker, per-store limits), [`plugins::bindings`] (one module per WIT
-//!   version), [`plugins::convert`] (values between versions), [`plugins::instance`] (load
+//!   version), `convert` (values between versions), `instance` (load
 //!   checks, the warm-instance pool, calls under limits), [`plugins::adapter`] (a loaded
 //!   channel adapter), [`plugins::hook`] (a loaded transformer hook), [`plugins::offthread`]
 //!   (never a call on a thread driving async tasks), [`plugins::limits`] (caps on what one
-//!   call may answer), [`plugins::error`] (failures naming the plugin).
+//!   call may answer), `error` (failures naming the plugin).
 //! - [`flow`]: the conversation engine: [`flow::model`] (the flow file format),
 //!   [`flow::validate`] (load-time checks), [`flow::template`] (`{{ path }}` substitution),
 //!   [`flow::engine`] (the pure [`flow::step`]: flow, state, input, now → state, effects).
@@ -91,8 +91,8 @@
 //! - [`cli`]: the `plugboard` command line (clap definitions and dispatch):
 //!   [`cli::adapter`] (`adapter decode|render`), [`cli::serve`] (`serve`, `replay`,
 //!   `secrets`: config discovery, the runtime, signals), [`cli::admin`] (the admin CLI, an
-//!   HTTP client of `/admin/v1`: [`cli::admin::client`] the wire, [`cli::admin::tables`]
-//!   the printing, [`cli::admin::business`] the account, template and campaign groups).
+//!   HTTP client of `/admin/v1`: `client` the wire, `tables`
+//!   the printing, `business` the account, template and campaign groups).
 //! - [`chat`]: `plugboard chat`, a terminal conversation with a flow: [`chat::envelope`]
 //!   (typed line → Meta webhook body), [`chat::conversations`] (the conversation core
 //!   driven for the chat, with its ordering, pacing and side effects), `lanes`
