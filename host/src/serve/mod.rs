@@ -106,7 +106,7 @@ pub struct Shared {
     pub sender_workers: usize,
     pub retention_days: u32,
     /// The runtime the pipeline (demux, workers, sender, timers) runs on: its own threads,
-    /// so the edge's acknowledgements never queue behind pipeline work (see [`Server`]).
+    /// so the edge's acknowledgements never queue behind pipeline work (see [`crate::app::Server`]).
     pub pipeline: tokio::runtime::Handle,
     /// Which long-running loops are still running (`/readyz` names a stopped one).
     pub stages: stages::Stages,
