@@ -1,8 +1,9 @@
 //! Wall-clock time: unix milliseconds from the system clock.
 //!
 //! A leaf: it imports nothing of the crate, so every module (store, business, serve,
-//! admin) reads time the same way. Code whose tests must control time takes a
-//! [`crate::conversation::Clock`] instead; that trait's system clock reads this one.
+//! admin) reads time the same way. The conversation core reads no clock (its callers pass
+//! the time); `plugboard chat`'s `Clock` trait (`chat/clock.rs`), which its tests control,
+//! reads this one through its system clock.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -11,8 +11,9 @@
 //!   subscription, remove) and their templates (sync, create, delete).
 //! - [`campaigns`]: campaigns (CSV or JSON upload, pause, resume, cancel, progress) and
 //!   opt-outs of an endpoint.
-//! - [`token_binding`]: the one rule for where a Meta token may be sent: a new
-//!   `graph_api_base` needs a literal token in the same request (every path asks it).
+//! - [`token_binding`] (re-exported from [`crate::endpoints`]): the one rule for where a
+//!   Meta token may be sent: a new `graph_api_base` needs a literal token in the same
+//!   request (every path asks it).
 //! - [`webitel`]: the same account operations in the form Webitel users know,
 //!   `GET /webhooks/{endpoint}?whatsapp=…`.
 //! - [`error`]: the one error shape and the JSON extractor.

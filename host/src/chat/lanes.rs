@@ -2,9 +2,9 @@
 //! and paced delivery (the conversation core only says how far apart outputs must be;
 //! here the chat sleeps for it).
 //!
-//! Every entry point of [`super::conversations::Conversations`] takes the conversation's lane (a tokio mutex, FIFO fair, so queued
-//! inputs run in arrival order and none is dropped) and holds it for the whole step,
-//! delivery included. Different conversations have different lanes and run in parallel.
+//! Every entry point of [`super::conversations::Conversations`] takes the conversation's
+//! lane (a tokio mutex, FIFO fair, so queued inputs run in arrival order and none is
+//! dropped) and holds it for the whole step, delivery included. Different conversations have different lanes and run in parallel.
 //! The lane also remembers when the conversation last got an output, so the minimum gap
 //! holds across calls. That instant is runtime-only (not in the stored record): pacing
 //! after a restart does not matter.

@@ -2,10 +2,11 @@
 //!
 //! Each typed line (or `/button ID`, `/list ID`, `/location LAT LON`, `/image CAPTION`)
 //! becomes a real Meta webhook body ([`envelope`]), is decoded by the compiled adapter
-//! component, and goes through the conversation runtime (hooks, engine, delays, handover)
-//! exactly as a served endpoint would run it. Each output the runtime delivers is rendered
-//! by the adapter into a Graph API request and shown as the user would see it ([`view`]):
-//! buttons as `[ Yes ]  [ No ]`, lists as a menu, with the ids `/button` and `/list` take.
+//! component, and goes through the conversation core (hooks, engine, handover; driven by
+//! [`conversations`] with its lanes and paced delivery) exactly as a served endpoint's step
+//! runs it. Each output the chat delivers is rendered by the adapter into a Graph API
+//! request and shown as the user would see it ([`view`]): buttons as `[ Yes ]  [ No ]`,
+//! lists as a menu, with the ids `/button` and `/list` take.
 //! On a terminal it prompts `you> ` and prefixes bot lines with `bot> `; otherwise it reads
 //! lines and prints the replies only, so a script can drive it. [`run`] takes any reader and
 //! writer, so tests drive it in-process.

@@ -93,7 +93,7 @@ pub struct ServeConfig {
     /// `endpoint_specs`, which may differ (admin API changes); these are for the CLI.
     pub endpoints: Vec<EndpointConfig>,
     /// The `[[endpoints]]` tables as written (paths made absolute, secrets unresolved):
-    /// what seeds the store's endpoint table (see `serve::registry`).
+    /// what seeds the store's endpoint table (see `endpoints::registry`).
     pub endpoint_specs: Vec<EndpointSpec>,
     /// The key the store's secrets are sealed with ([`crate::secretbox`]). Never in the
     /// file: `plugboard serve` reads it from `PLUGBOARD_SECRET_KEY`; `None` stores them in

@@ -10,29 +10,29 @@
 //!   statuses: applied monotonically to the outbox, also before the send's response
 //! ```
 //!
-//! - [`cli`]: `plugboard serve` and `plugboard replay`.
-//! - [`edge`]: the axum router (webhooks, `/healthz`, `/readyz`, `/metrics`).
-//! - [`http`]: the accept loop under it: header, idle and body timeouts, a connection cap.
-//! - [`files`]: flows and plugins confined to `flows_dir` and `plugins_dir`.
-//! - [`pipeline`]: demux, dispatch, statuses, timers, pruning.
+//! The stages, in the order a message meets them:
+//! - [`http`]: the accept loop: header, idle and body timeouts, a connection cap.
+//! - [`edge`]: the axum router (webhooks, `/healthz`, `/readyz`, `/metrics`); a webhook is
+//!   checked by [`signature`], committed to the inbox, then acknowledged, and handed to the
+//!   demux over the bounded inbox queue ([`INBOX_QUEUE`]; full: 503 + Retry-After).
+//! - [`pipeline`]: demux (routed by [`tenancy`]: which endpoint a webhook item may be
+//!   recorded for, else `unowned`), dispatch, statuses, timers, pruning.
 //! - [`workers`]: per-conversation ordered steps and their one-transaction commits.
-//! - [`sender`]: the outbound schedule and the Graph API calls.
-//! - [`graph_paths`]: which Graph API routes an adapter's request specs may name.
-//! - [`endpoint`]: one endpoint's adapter, flow, hooks and conversations.
-//! - [`registry`]: the endpoints being served, changeable at run time (admin API), seeded
-//!   from the config into the store at start.
-//! - [`notices`]: the events announced to an endpoint's outbound webhooks.
-//! - [`campaigns`]: the campaign runner's ticks (business rules in [`crate::business`]).
-//! - [`stages`]: liveness of the long-running loops, for `/readyz`.
-//! - [`tenancy`]: the isolation rule: which endpoint a webhook item may be recorded for,
-//!   whatever endpoint received it (else `unowned`).
-//! - [`signature`], [`metrics`], [`logging`]: what their names say.
+//! - [`sender`]: the outbound schedule and the Graph API calls; [`graph_paths`]: which
+//!   Graph API routes an adapter's request specs may name.
+//! - Beside them: [`campaigns`] (the campaign runner's ticks; business rules in
+//!   [`crate::business`]), [`notices`] (the events announced to an endpoint's outbound
+//!   webhooks), [`stages`] (liveness of the long-running loops, for `/readyz`),
+//!   [`metrics`] and [`logging`].
 //!
-//! The TOML file it is started with is [`crate::config`].
+//! Endpoints (loaded, served, changed at run time) are [`crate::endpoints`]; the TOML file
+//! the host is started with is [`crate::config`]; the `serve` and `replay` commands are
+//! [`crate::cli::serve`].
 //!
-//! [`Server::start`] resumes whatever a previous run left pending (inbox rows, events,
-//! outbox rows, timers) before it accepts traffic; [`Server::shutdown`] stops accepting,
-//! lets in-flight requests, steps and sends finish, and leaves the rest pending.
+//! The composition root ([`crate::app::Server::start`]) builds these stages' context and
+//! resumes whatever a previous run left pending (inbox rows, events, outbox rows, timers)
+//! before it accepts traffic; [`crate::app::Server::shutdown`] stops accepting, lets
+//! in-flight requests, steps and sends finish, and leaves the rest pending.
 
 pub mod campaigns;
 pub mod edge;
@@ -107,7 +107,7 @@ pub struct Shared {
     pub sender_workers: usize,
     pub retention_days: u32,
     /// The runtime the pipeline (demux, workers, sender, timers) runs on: its own threads,
-    /// so the edge's acknowledgements never queue behind pipeline work (see [`Server`]).
+    /// so the edge's acknowledgements never queue behind pipeline work (see [`crate::app::Server`]).
     pub pipeline: tokio::runtime::Handle,
     /// Which long-running loops are still running (`/readyz` names a stopped one).
     pub stages: stages::Stages,
