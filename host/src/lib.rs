@@ -9,6 +9,8 @@
 //!
 //! **Leaves** (they import nothing of the crate):
 //! - [`clock`]: wall-clock time in unix milliseconds ([`clock::now_ms`]).
+//! - [`lock`]: std mutexes and rwlocks locked also after a holder panicked (one idiom).
+//! - [`memory`]: glibc's heap kept small (arena cap, free memory given back after start).
 //! - [`pii`]: phone numbers and message texts masked in log lines (one process-wide switch).
 //! - [`ids`]: typed ids the stages pass to each other ([`ids::EndpointId`],
 //!   [`ids::SessionKey`]).
