@@ -149,7 +149,7 @@ impl Server {
         ));
         let pipeline_rt = guard.runtime()?;
         let (sender, sender_rx) = SenderHandle::new();
-        let (inbox, inbox_rx) = mpsc::channel(crate::serve::INBOX_QUEUE);
+        let (inbox, inbox_rx) = mpsc::channel(config.store.inbox_queue);
         let shared = Arc::new(Shared {
             store: store.clone(),
             endpoints,

@@ -7,6 +7,7 @@
 
 mod admin;
 mod admin_cli;
+mod backpressure;
 mod boundary;
 mod business;
 mod chat;

@@ -157,6 +157,9 @@ impl ServeConfig {
         if self.store.batch_max == 0 {
             return Err("store.batch_max must be greater than 0".to_string());
         }
+        if self.store.inbox_queue == 0 {
+            return Err("store.inbox_queue must be greater than 0".to_string());
+        }
         self.sender.retry.validate()?;
         self.event_webhooks
             .retry

@@ -38,7 +38,13 @@ pub struct StoreSettings {
     pub batch_max: usize,
     /// Days handled rows (inbox, events, sent outbox) are kept; at least 7.
     pub retention_days: u32,
+    /// Stored webhooks waiting for the demux; when full the edge answers 503 with
+    /// `Retry-After` before storing anything.
+    pub inbox_queue: usize,
 }
+
+/// The default `[store] inbox_queue`.
+pub const INBOX_QUEUE: usize = 4_096;
 
 impl Default for StoreSettings {
     fn default() -> Self {
@@ -46,6 +52,7 @@ impl Default for StoreSettings {
             synchronous: Synchronous::Full,
             batch_max: 256,
             retention_days: MIN_RETENTION_DAYS,
+            inbox_queue: INBOX_QUEUE,
         }
     }
 }

@@ -111,7 +111,7 @@ pub struct Shared {
     pub pipeline: tokio::runtime::Handle,
     /// Which long-running loops are still running (`/readyz` names a stopped one).
     pub stages: stages::Stages,
-    /// Stored webhooks on their way to the demux; bounded ([`INBOX_QUEUE`]).
+    /// Stored webhooks on their way to the demux; bounded (`[store] inbox_queue`).
     pub inbox: mpsc::Sender<InboxRow>,
     /// Shutdown: cancelled once, watched by every stage (see [`StopSignal`]).
     pub cancel: CancellationToken,
@@ -151,10 +151,10 @@ impl Shared {
     }
 }
 
-/// Stored webhooks waiting for the demux. When the demux falls this far behind, the edge
-/// answers 503 with `Retry-After` before storing anything, so Meta redelivers later and
-/// the backlog cannot grow without bound in memory or on disk.
-pub const INBOX_QUEUE: usize = 4_096;
+/// Stored webhooks waiting for the demux, by default (`[store] inbox_queue`). When the
+/// demux falls this far behind, the edge answers 503 with `Retry-After` before storing
+/// anything, so Meta redelivers later and the backlog cannot grow without bound in memory.
+pub use crate::config::settings::INBOX_QUEUE;
 
 /// A loop's view of the shutdown token: [`changed`](StopSignal::changed) resolves once,
 /// when shutdown starts, and then never again, so a loop that goes on after it (the
