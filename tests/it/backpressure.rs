@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use plugboard::store::admin::AdminStore;
 use plugboard_tests::webhook;
 
 use crate::serve::{PNID, SECRET, WAIT, client, start_host, webhook_url};
