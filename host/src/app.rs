@@ -69,6 +69,8 @@ pub struct Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // Dropped without `shutdown`: still stop accepting and let every loop end.
+        self.shared.cancel.cancel();
         if let Some(runtime) = self.pipeline.take() {
             runtime.shutdown_background();
         }

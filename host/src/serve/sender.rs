@@ -57,7 +57,7 @@ use crate::whatsapp::{STOPPED_MARKETING_CODE, STOPPED_MARKETING_REASON, window_o
 const STORE_RETRY_MS: u64 = 1_000;
 
 /// Rows the sender holds in memory (queued, waiting for a retry or in flight) above which
-/// a worker waits before committing a step with replies ([`SenderHandle::wait_for_room`]).
+/// a worker waits before stepping a user's message ([`SenderHandle::wait_for_room`]).
 /// When Graph is slower than the steps (or down), the backlog then waits durably in the
 /// store and the bounded queues before it, and the edge's 503 tells Meta to come back,
 /// instead of rows piling up in memory.

@@ -343,6 +343,10 @@ async fn run_message(
         // Disabled: acknowledged and stored, never answered.
         return commit(shared, step).await.map(drop);
     }
+    // Back-pressure from the sender: a user's message waits here (its event pending) while
+    // the sender holds its limit of rows. Only inbound messages wait: an agent's send or a
+    // timer must not hang on a Graph outage.
+    shared.sender.wait_for_room(&shared.cancel).await;
     // STOP / START: the user's choice about business-initiated messages, kept before the
     // flow runs (which may still answer it). Idempotent, so a retried step is harmless.
     if let crate::plugins::types::MessageContent::Text(text) = &message.content
@@ -721,11 +725,6 @@ fn handover_notices(shared: &Shared, key: &SessionKey, outcome: &StepOutcome) ->
 
 /// Commits a step and hands its outbox rows to the sender.
 async fn commit(shared: &Arc<Shared>, step: StepCommit) -> Result<Vec<i64>, Retry> {
-    if !step.outbox.is_empty() {
-        // Back-pressure from the sender: replies wait here (the event stays pending) while
-        // the sender holds its limit of rows.
-        shared.sender.wait_for_room(&shared.cancel).await;
-    }
     let outbox = step.outbox.clone();
     let (endpoint, conversation) = (step.endpoint.clone(), step.conversation.clone());
     let known_inbound_ms = step.inbound_ms;
