@@ -45,10 +45,11 @@ const RESUME_INBOX: usize = 10_000;
 const PIPELINE_THREADS: usize = 2;
 
 /// Threads the pipeline runtime may add for plugin calls (`block_in_place`) and store
-/// reads (`spawn_blocking`). Both are short CPU work: more threads than cores only add
-/// switches and stacks. Tokio's default (512) let a burst of concurrent sends grow the
+/// reads and batch decodes (`spawn_blocking`). Both are short CPU work: more threads than
+/// cores only add switches and stacks; a few more than the worker threads keep a
+/// `block_in_place` from waiting for a hand-off thread while decodes run. Tokio's default (512) let a burst of concurrent sends grow the
 /// process to 160 threads and 100 MiB more resident memory under load.
-const PIPELINE_BLOCKING_THREADS: usize = 4;
+const PIPELINE_BLOCKING_THREADS: usize = 8;
 
 /// A running host.
 ///
@@ -190,6 +191,19 @@ impl Server {
                 "more than {RESUME_OUTBOX} pending outbox rows; the rest wait for the next start"
             );
         }
+        // The sender first: resumed steps below may wait for room in its backlog (and the
+        // demux for room in the workers'), which only a running sender makes.
+        let stages = &shared.stages;
+        let on = pipeline_rt.handle();
+        let tasks = &shared.tasks;
+        let resumed_outbox = outbox.len();
+        tasks.spawn_on(
+            stages.watch(
+                "sender",
+                sender::sender_loop(shared.clone(), sender, sender_rx, outbox),
+            ),
+            on,
+        );
         let mut after = 0;
         loop {
             let events = store.pending_events(after, 1_000).await?;
@@ -199,9 +213,9 @@ impl Server {
         }
         // The first rows go straight to the demux; the periodic scan takes the rest.
         let resumed_inbox = store.pending_inbox(0, RESUME_INBOX).await?;
-        if !(outbox.is_empty() && after == 0 && resumed_inbox.is_empty()) {
+        if !(resumed_outbox == 0 && after == 0 && resumed_inbox.is_empty()) {
             tracing::info!(
-                outbox = outbox.len(),
+                outbox = resumed_outbox,
                 inbox = resumed_inbox.len(),
                 "resuming work left pending by the previous run"
             );
@@ -210,16 +224,6 @@ impl Server {
             shared.notify_inbox(row);
         }
 
-        let stages = &shared.stages;
-        let on = pipeline_rt.handle();
-        let tasks = &shared.tasks;
-        tasks.spawn_on(
-            stages.watch(
-                "sender",
-                sender::sender_loop(shared.clone(), sender, sender_rx, outbox),
-            ),
-            on,
-        );
         tasks.spawn_on(
             stages.watch("demux", pipeline::demux_loop(shared.clone(), inbox_rx)),
             on,

@@ -161,15 +161,21 @@ async fn receive(
     }
     // Back-pressure: a place in the demux's queue first. Without one nothing is stored and
     // Meta is told to come back (it retries 503s), rather than the backlog growing.
-    let Ok(place) = shared.inbox.try_reserve() else {
-        count(&shared, &id, "inbox_full");
-        tracing::warn!(endpoint = %id, "inbox queue full: answering 503 with Retry-After");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, INBOX_FULL_RETRY_AFTER)],
-            "inbox full, retry later\n",
-        )
-            .into_response();
+    let place = match shared.inbox.try_reserve() {
+        Ok(place) => Some(place),
+        // The demux has ended (shutdown, or a stopped stage `/readyz` reports): the row is
+        // still stored, durable and pending, for the next start or the scan.
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => None,
+        Err(tokio::sync::mpsc::error::TrySendError::Full(())) => {
+            count(&shared, &id, "inbox_full");
+            tracing::warn!(endpoint = %id, "inbox queue full: answering 503 with Retry-After");
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, INBOX_FULL_RETRY_AFTER)],
+                "inbox full, retry later\n",
+            )
+                .into_response();
+        }
     };
     let received_ms = now_ms();
     let body = body.to_vec();
@@ -180,12 +186,14 @@ async fn receive(
     {
         Ok(inbox_id) => {
             Activity::set(&endpoint.activity.last_webhook_ms, received_ms);
-            place.send(InboxRow {
-                id: inbox_id,
-                endpoint: id.clone(),
-                received_ms,
-                body,
-            });
+            if let Some(place) = place {
+                place.send(InboxRow {
+                    id: inbox_id,
+                    endpoint: id.clone(),
+                    received_ms,
+                    body,
+                });
+            }
             count(&shared, &id, "accepted");
             shared
                 .metrics
